@@ -1,0 +1,275 @@
+"""Pure-JAX Qwen3 over a params pytree.
+
+Params layout (stacked layers, leading axis = layer; projections stored [in, out] with the head
+axes explicit so tensor parallelism splits whole heads):
+
+    embed [V, D]                      final_norm [D]            lm_head [D, V] (untied only)
+    layers/attn_norm [L, D]           layers/mlp_norm [L, D]
+    layers/q_proj [L, D, N, H]        layers/k_proj, v_proj [L, D, K, H]
+    layers/o_proj [L, N, H, D]        layers/q_norm, k_norm [L, H]
+    layers/gate_proj, up_proj [L, D, F]                        layers/down_proj [L, F, D]
+
+The decoder layers run under `jax.lax.scan`, so compile time does not grow with depth, with an
+optional rematerialisation policy (`Qwen3Config.remat`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from jaxrepair.model.attention import (
+    apply_rope,
+    attention,
+    cache_mask,
+    rms_norm,
+    rope_cos_sin,
+    segment_causal_mask,
+)
+from jaxrepair.model.config import ConfigError, Qwen3Config
+from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings
+
+Params = dict[str, Any]
+KVCache = dict[str, jax.Array]  # {"k": [L, B, S, K, H], "v": [L, B, S, K, H]}
+
+INIT_STD = 0.02  # transformers' initializer_range for Qwen3
+
+_ACT_BTD = ("batch", "length", "embed_act")
+_ACT_BTNH = ("batch", "length", "heads", "head_dim")
+
+
+def _require_dense(cfg: Qwen3Config) -> None:
+    if cfg.is_moe:
+        raise ConfigError(
+            "Qwen3-MoE (num_experts > 0) is not implemented in the forward yet; "
+            "use a dense Qwen3 config"
+        )
+
+
+def param_shapes(cfg: Qwen3Config, dtype=jnp.float32) -> Params:
+    """ShapeDtypeStruct pytree of the parameters (no memory allocated)."""
+    _require_dense(cfg)
+    L, D, N, K, H, F, V = (
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    )
+    s = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
+    params: Params = {
+        "embed": s(V, D),
+        "final_norm": s(D),
+        "layers": {
+            "attn_norm": s(L, D),
+            "q_proj": s(L, D, N, H),
+            "k_proj": s(L, D, K, H),
+            "v_proj": s(L, D, K, H),
+            "o_proj": s(L, N, H, D),
+            "q_norm": s(L, H),
+            "k_norm": s(L, H),
+            "mlp_norm": s(L, D),
+            "gate_proj": s(L, D, F),
+            "up_proj": s(L, D, F),
+            "down_proj": s(L, F, D),
+        },
+    }
+    if not cfg.tie_word_embeddings:
+        params["lm_head"] = s(D, V)
+    return params
+
+
+def _init(cfg: Qwen3Config, dtype, key: jax.Array) -> Params:
+    shapes = param_shapes(cfg, dtype)
+    leaves, treedef = jax.tree.flatten_with_path(shapes)
+    out = []
+    for i, (path, sds) in enumerate(leaves):
+        name = jax.tree_util.keystr(path)
+        if "norm" in name:
+            out.append(jnp.ones(sds.shape, dtype))
+        else:
+            k = jax.random.fold_in(key, i)
+            out.append((INIT_STD * jax.random.normal(k, sds.shape, jnp.float32)).astype(dtype))
+    return jax.tree.unflatten(treedef, out)
+
+
+def init_params(
+    cfg: Qwen3Config, key: jax.Array, mesh: Mesh | None = None, dtype=jnp.float32
+) -> Params:
+    """Random parameters (normal, std 0.02; norms 1), created directly in their sharding."""
+    fn = partial(_init, cfg, dtype)
+    if mesh is None:
+        return jax.jit(fn)(key)
+    check_mesh_fits(cfg, mesh)
+    shardings = param_shardings(param_shapes(cfg, dtype), mesh)
+    return jax.jit(fn, out_shardings=shardings)(key)
+
+
+def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
+    """Position of each token within its own segment (restarts at 0 for each packed document)."""
+    idx = jnp.broadcast_to(jnp.arange(segment_ids.shape[-1]), segment_ids.shape)
+    prev = jnp.concatenate([segment_ids[:, :1] - 1, segment_ids[:, :-1]], axis=1)
+    starts = jnp.where(segment_ids != prev, idx, 0)
+    return idx - jax.lax.cummax(starts, axis=1)
+
+
+def _remat(fn, policy: str):
+    if policy == "none":
+        return fn
+    if policy == "full":
+        return jax.checkpoint(fn, prevent_cse=False)
+    if policy == "save_dots":
+        return jax.checkpoint(
+            fn,
+            prevent_cse=False,
+            policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        )
+    raise ConfigError(f"unknown remat policy {policy!r}")
+
+
+def _attn_block(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh):
+    h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+    q = jnp.einsum("btd,dnh->btnh", h, lp["q_proj"])
+    k = jnp.einsum("btd,dkh->btkh", h, lp["k_proj"])
+    v = jnp.einsum("btd,dkh->btkh", h, lp["v_proj"])
+    q = apply_rope(rms_norm(q, lp["q_norm"], cfg.rms_norm_eps), cos, sin)
+    k = apply_rope(rms_norm(k, lp["k_norm"], cfg.rms_norm_eps), cos, sin)
+    q = constrain(q, _ACT_BTNH, mesh)
+    return q, k, v
+
+
+def _mlp_block(cfg: Qwen3Config, lp: Params, x, mesh):
+    h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+    g = jnp.einsum("btd,df->btf", h, lp["gate_proj"])
+    u = jnp.einsum("btd,df->btf", h, lp["up_proj"])
+    y = constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"), mesh)
+    return jnp.einsum("btf,fd->btd", y, lp["down_proj"])
+
+
+def _layer(cfg: Qwen3Config, mesh, cos, sin, mask, x, lp):
+    q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
+    a = attention(q, k, v, mask, cfg.attention_impl, is_causal=True)
+    x = x + jnp.einsum("btnh,nhd->btd", a, lp["o_proj"])
+    x = x + _mlp_block(cfg, lp, x, mesh)
+    return constrain(x, _ACT_BTD, mesh)
+
+
+def _run_layers(cfg: Qwen3Config, layers: Params, x, step_fn, xs_extra=None):
+    """Apply step_fn(x, layer_params, extra) -> (x, out) over the stacked layers."""
+    if cfg.scan_layers:
+        return jax.lax.scan(lambda c, p: step_fn(c, *p), x, (layers, xs_extra))
+    outs = []
+    for i in range(cfg.num_hidden_layers):
+        lp = jax.tree.map(lambda a, i=i: a[i], layers)
+        extra = None if xs_extra is None else jax.tree.map(lambda a, i=i: a[i], xs_extra)
+        x, out = step_fn(x, lp, extra)
+        outs.append(out)
+    stacked = None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    return x, stacked
+
+
+def lm_head_weight(params: Params, cfg: Qwen3Config) -> jax.Array:
+    """[D, V] output projection (the transposed embedding when tied)."""
+    return params["embed"].T if cfg.tie_word_embeddings else params["lm_head"]
+
+
+def logits_from_hidden(params: Params, cfg: Qwen3Config, hidden: jax.Array) -> jax.Array:
+    """float32 logits from final hidden states (matmul in the params dtype, f32 accumulate)."""
+    w = lm_head_weight(params, cfg)
+    return jnp.einsum("btd,dv->btv", hidden.astype(w.dtype), w, preferred_element_type=jnp.float32)
+
+
+def forward(
+    params: Params,
+    cfg: Qwen3Config,
+    tokens: jax.Array,
+    positions: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    *,
+    mesh: Mesh | None = None,
+    return_hidden: bool = False,
+) -> jax.Array:
+    """Logits [B, T, V] (float32) for tokens [B, T].
+
+    segment_ids [B, T] (int, 0 = padding) keep packed documents from attending to each other;
+    positions default to the index within each segment.
+    """
+    _require_dense(cfg)
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
+    if segment_ids is not None:
+        segment_ids = jnp.asarray(segment_ids)
+        if segment_ids.shape != tokens.shape:
+            raise ValueError(
+                f"segment_ids shape {segment_ids.shape} != tokens shape {tokens.shape}"
+            )
+    if positions is None:
+        if segment_ids is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        else:
+            positions = positions_from_segments(segment_ids)
+    dtype = params["embed"].dtype
+    x = jnp.take(params["embed"], tokens, axis=0)
+    x = constrain(x, _ACT_BTD, mesh)
+    cos, sin = rope_cos_sin(cfg, positions, dtype)
+    mask = None if segment_ids is None else segment_causal_mask(segment_ids)
+
+    layer = _remat(partial(_layer, cfg, mesh, cos, sin, mask), cfg.remat)
+    x, _ = _run_layers(cfg, params["layers"], x, lambda c, lp, _e: (layer(c, lp), None))
+    x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+    if return_hidden:
+        return x
+    return logits_from_hidden(params, cfg, x)
+
+
+# ----------------------------------------------------------------------------- KV cache path
+def init_cache(cfg: Qwen3Config, batch: int, length: int, dtype=jnp.float32) -> KVCache:
+    shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def forward_cached(
+    params: Params,
+    cfg: Qwen3Config,
+    tokens: jax.Array,
+    positions: jax.Array,
+    cache: KVCache,
+    slot: jax.Array,
+    key_valid: jax.Array,
+    *,
+    mesh: Mesh | None = None,
+) -> tuple[jax.Array, KVCache]:
+    """Run tokens [B, T] written at cache slots slot..slot+T-1 (same slot for every row).
+
+    key_valid [B, S] marks cache slots that hold real tokens *after* this write (padding of
+    left-padded prompts is False). Used for prefill (T = prompt bucket) and decode (T = 1).
+    Returns float32 logits [B, T, V] and the updated cache.
+    """
+    _require_dense(cfg)
+    b, t = tokens.shape
+    dtype = params["embed"].dtype
+    x = jnp.take(params["embed"], tokens, axis=0)
+    cos, sin = rope_cos_sin(cfg, positions, dtype)
+    query_slots = jnp.broadcast_to(slot + jnp.arange(t), (b, t))
+    mask = cache_mask(query_slots, key_valid)
+
+    def step(x, lp, kv):
+        k_cache, v_cache = kv
+        q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), slot, 1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), slot, 1)
+        a = attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask, cfg.attention_impl)
+        x = x + jnp.einsum("btnh,nhd->btd", a, lp["o_proj"])
+        x = x + _mlp_block(cfg, lp, x, mesh)
+        return x, (k_cache, v_cache)
+
+    x, (k_new, v_new) = _run_layers(cfg, params["layers"], x, step, (cache["k"], cache["v"]))
+    x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+    return logits_from_hidden(params, cfg, x), {"k": k_new, "v": v_new}
