@@ -1,0 +1,109 @@
+"""Shared benchmark plumbing: one framework per subprocess, medians, the reference config, plots.
+
+JAX and PyTorch in one process slow each other down (thread pools fight over the cores), so
+every measurement runs in its own `python -c` subprocess that prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The reference config of the benchmarks: 58M parameters, untied head.
+REFERENCE_CONFIG: dict[str, Any] = dict(
+    vocab_size=32000,
+    hidden_size=512,
+    intermediate_size=1536,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=64,
+    tie_word_embeddings=False,
+    max_position_embeddings=4096,
+    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+)
+
+
+def run_json(code: str, *args: str, framework: str, timeout: float = 1800) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter and parse the last stdout line as JSON."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if framework == "torch":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    if framework == "jax":
+        env.setdefault("JAX_PLATFORMS", "cpu" if not _has_accelerator_hint() else "")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{framework} subprocess failed:\n{proc.stderr[-4000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{framework} subprocess printed no JSON:\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _has_accelerator_hint() -> bool:
+    return bool(os.environ.get("JAXREPAIR_BENCH_ACCEL"))
+
+
+def make_reference_hf_model(out_dir: Path | None = None, seed: int = 0) -> Path:
+    """Save a random HF Qwen3 with REFERENCE_CONFIG (in a torch subprocess) and return its dir."""
+    out = Path(out_dir or tempfile.mkdtemp(prefix="jaxrepair-bench-"))
+    code = """
+import json, sys, torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+torch.manual_seed(int(sys.argv[2]))
+cfg = Qwen3Config(**json.loads(sys.argv[3]))
+Qwen3ForCausalLM(cfg).save_pretrained(sys.argv[1])
+print(json.dumps({"ok": True}))
+"""
+    run_json(code, str(out), str(seed), json.dumps(REFERENCE_CONFIG), framework="torch")
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def save_results(out_dir: Path, name: str, results: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
+
+
+def bar_chart(path: Path, title: str, groups: dict[str, dict[str, float]], ylabel: str) -> None:
+    """Grouped bar chart: groups = {group: {series: value}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = sorted({s for g in groups.values() for s in g})
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, s in enumerate(series):
+        xs = [j + i * width for j in range(len(groups))]
+        ax.bar(xs, [groups[g].get(s, 0.0) for g in groups], width, label=s)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(groups))])
+    ax.set_xticklabels(list(groups))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
