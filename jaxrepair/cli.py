@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--tasks", default=None)
 
     p = sub.add_parser("plan", help="memory plan per device for a model, mesh and batch")
+    p.add_argument(
+        "--config", default=None, help="take model, mesh, batch and seq from a run config"
+    )
     p.add_argument("--model", default="qwen3-32b", help="preset name or HF directory")
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=2,fsdp=4,tensor=2")
@@ -89,15 +92,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "plan":
         from jaxrepair.planner import format_plan, plan_memory
 
-        mesh = dict(kv.split("=") for kv in args.mesh.split(",") if kv)
-        plan = plan_memory(
+        mesh = {k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(",") if kv)}
+        model, batch, seq, remat, pdt = (
             args.model,
+            args.batch,
+            args.seq,
+            args.remat,
+            args.param_dtype,
+        )
+        if args.config:
+            from jaxrepair.config import load_config
+
+            rc = load_config(args.config, [])
+            model = rc.model.hf_dir or rc.model.preset
+            mesh = {"data": rc.mesh.data, "fsdp": rc.mesh.fsdp, "tensor": rc.mesh.tensor}
+            batch, seq, remat, pdt = (
+                rc.data.batch_size,
+                rc.data.seq_len,
+                rc.model.remat,
+                rc.model.param_dtype,
+            )
+        plan = plan_memory(
+            model,
             devices=args.devices,
-            mesh={k: int(v) for k, v in mesh.items()},
-            global_batch=args.batch,
-            seq_len=args.seq,
-            remat=args.remat,
-            param_dtype=args.param_dtype,
+            mesh=mesh,
+            global_batch=batch,
+            seq_len=seq,
+            remat=remat,
+            param_dtype=pdt,
             hbm_gib=args.hbm_gib,
         )
         print(format_plan(plan))
@@ -138,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from jaxrepair.config import load_config
+    from jaxrepair.distributed import maybe_initialize
 
+    maybe_initialize()
     if cmd == "demo":
         from jaxrepair.demo import run_demo
 

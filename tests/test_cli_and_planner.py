@@ -61,3 +61,36 @@ def test_plan_cli_verdicts():
         "--model", "qwen3-32b", "--devices", "64", "--mesh", "fsdp=-1,tensor=4", "--batch", "16"
     )
     assert big.returncode == 0 and "fits" in big.stdout, big.stdout
+
+
+def test_plan_from_run_config():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxrepair.cli",
+            "plan",
+            "--config",
+            "launch/configs/qwen3-32b_grpo.toml",
+            "--devices",
+            "256",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert "qwen3-32b" in out.stdout and "tensor': 4" in out.stdout, out.stdout + out.stderr
+
+
+def test_launch_detection_from_environment():
+    from jaxrepair.distributed import launch_kind
+
+    assert launch_kind({}) is None
+    assert launch_kind({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}) == "slurm"
+    assert launch_kind({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}) is None
+    assert launch_kind({"TPU_WORKER_HOSTNAMES": "a,b,c,d"}) == "tpu_pod"
+    assert launch_kind({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"}) == "explicit"
+
+
+def test_launch_scripts_are_valid_shell():
+    for script in ("launch/slurm_gpu.sbatch", "launch/tpu_pod.sh"):
+        subprocess.run(["bash", "-n", script], check=True)
