@@ -245,13 +245,17 @@ def forward_cached(
     key_valid: jax.Array,
     *,
     mesh: Mesh | None = None,
-) -> tuple[jax.Array, KVCache]:
+    logits: str = "all",
+) -> tuple[jax.Array | None, KVCache]:
     """Run tokens [B, T] written at cache slots slot..slot+T-1 (same slot for every row).
 
     key_valid [B, S] marks cache slots that hold real tokens *after* this write (padding of
     left-padded prompts is False). Used for prefill (T = prompt bucket) and decode (T = 1).
-    Returns float32 logits [B, T, V] and the updated cache.
+    Returns float32 logits ([B, T, V] for logits="all", [B, 1, V] for "last", None for "none":
+    a prefill needs no [B, T, V] array) and the updated cache.
     """
+    if logits not in ("all", "last", "none"):
+        raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
     _require_dense(cfg)
     b, t = tokens.shape
     dtype = params["embed"].dtype
@@ -271,5 +275,10 @@ def forward_cached(
         return x, (k_cache, v_cache)
 
     x, (k_new, v_new) = _run_layers(cfg, params["layers"], x, step, (cache["k"], cache["v"]))
+    new_cache = {"k": k_new, "v": v_new}
+    if logits == "none":
+        return None, new_cache
+    if logits == "last":
+        x = x[:, -1:]
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
-    return logits_from_hidden(params, cfg, x), {"k": k_new, "v": v_new}
+    return logits_from_hidden(params, cfg, x), new_cache

@@ -73,6 +73,11 @@ def test_greedy_matches_transformers_on_tied_gqa1_model(tmp_path):
     out = generate(params, cfg, prompts, max_new_tokens=8, temperature=0.0)
     for i, prompt in enumerate(prompts):
         assert out.tokens[i].tolist() == _hf_greedy(hf, prompt, 8), f"row {i}"
+    # a one-token prompt bucket: no prefill at all, the prompt goes through the decode loop
+    alone = generate(
+        params, cfg, prompts[:1], 8, temperature=0.0, buckets=Buckets(batch=(1,), prompt=(1, 16))
+    )
+    assert alone.tokens[0].tolist() == out.tokens[0].tolist()
 
 
 def test_stop_tokens_end_rows_like_transformers_and_pad_after(tiny):
@@ -173,7 +178,7 @@ def test_samples_stay_inside_top_k_and_nucleus(tiny, top_k, top_p):
 
 def test_new_lengths_in_same_buckets_do_not_recompile(tiny):
     _, _, cfg, params = tiny
-    buckets = Buckets(batch=(4, 8), prompt=(16, 32), new_tokens=(16,))
+    buckets = Buckets(batch=(4, 8), prompt=(16, 24), new_tokens=(16,))
     generate(params, cfg, _prompts(7, (2, 5, 15)), 9, temperature=0.0, buckets=buckets)
     before = compile_count()
     # other prompt lengths, batch size, max_new_tokens and stop tokens in the same buckets
@@ -216,3 +221,19 @@ def test_bad_input_is_named(tiny, kwargs, match):
     kw = dict(max_new_tokens=4, temperature=0.0) | kwargs
     with pytest.raises(ValueError, match=match):
         generate(params, cfg, **kw)
+
+
+def test_bucket_choice_covers_request_and_mesh_split():
+    sizes = (1, 2, 4, 8)
+    for n in range(1, 40):
+        for split in (1, 2, 3, 4):
+            got = Buckets.pick(sizes, n, split)
+            assert got >= n and got % split == 0, (n, split, got)
+            # within the buckets: the smallest bucket that holds n, only rounded for the split
+            if n <= 8:
+                smallest = min(s for s in sizes if s >= n)
+                assert got == -(-smallest // split) * split
+            else:
+                assert got - n < 8 + split  # rounded up by less than one step
+    with pytest.raises(ValueError, match="sorted"):
+        Buckets(batch=(4, 2))
