@@ -1,0 +1,1 @@
+"""Training: losses, SFT data and entry point, the shared loop, checkpoints, GRPO."""

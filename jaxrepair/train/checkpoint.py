@@ -1,0 +1,417 @@
+"""Training checkpoints (orbax) that resume exactly, and conversion to/from Hugging Face.
+
+One checkpoint step directory holds three orbax items:
+
+    params/     the model parameters (sharded arrays; restored straight into their shardings)
+    opt_state/  the optax state (absent in a params-only checkpoint, e.g. from `import_hf`)
+    meta/       JSON: step, RNG key data, data-loader position, the model config, run info
+
+Saves are asynchronous (orbax writes in a background thread while training continues). When a
+save has finished, `Checkpointer` writes its own commit marker `jaxrepair_commit.json` into the
+step directory, listing every file with its size. On restore, the newest step whose marker
+exists and whose files are all present with the recorded sizes (and that orbax can read) is
+used; a step that fails any check is logged with the reason and moved to `quarantine/` so the
+run can save that step number again. A process killed mid-save therefore resumes from the last
+checkpoint that was completely written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxrepair.model.config import Qwen3Config
+
+log = logging.getLogger(__name__)
+
+COMMIT_MARKER = "jaxrepair_commit.json"
+QUARANTINE = "quarantine"
+TOKENIZER_SUBDIR = "tokenizer"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was required, or a checkpoint that cannot be read."""
+
+
+# ----------------------------------------------------------------------------- model config
+def config_to_json(cfg: Qwen3Config) -> dict[str, Any]:
+    """The model config as plain JSON (kept in every checkpoint so export needs nothing else)."""
+    d = dataclasses.asdict(cfg)
+    if d.get("rope_scaling") is not None:
+        d["rope_scaling"] = [list(kv) for kv in d["rope_scaling"]]
+    return d
+
+
+def config_from_json(d: Mapping[str, Any]) -> Qwen3Config:
+    d = dict(d)
+    if d.get("rope_scaling") is not None:
+        d["rope_scaling"] = tuple(tuple(kv) for kv in d["rope_scaling"])
+    known = {f.name for f in dataclasses.fields(Qwen3Config)}
+    return Qwen3Config(**{k: v for k, v in d.items() if k in known})
+
+
+def rng_to_json(key: jax.Array) -> list[int]:
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.asarray(jax.device_get(data)).astype(np.uint32).ravel().tolist()
+
+
+def rng_from_json(data: list[int]) -> jax.Array:
+    return jax.random.wrap_key_data(np.asarray(data, dtype=np.uint32))
+
+
+# ----------------------------------------------------------------------------- manifest
+def _manifest(step_dir: Path) -> dict[str, int]:
+    files = {}
+    for root, _, names in os.walk(step_dir):
+        for n in names:
+            p = Path(root) / n
+            rel = str(p.relative_to(step_dir))
+            if rel != COMMIT_MARKER:
+                files[rel] = p.stat().st_size
+    return files
+
+
+def verify_step_dir(step_dir: Path) -> str | None:
+    """None when the step directory is complete; otherwise the reason it is not."""
+    marker = step_dir / COMMIT_MARKER
+    if not marker.is_file():
+        return f"no commit marker {COMMIT_MARKER} (save did not finish)"
+    try:
+        recorded = json.loads(marker.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable commit marker: {e}"
+    for rel, size in recorded.items():
+        p = step_dir / rel
+        if not p.is_file():
+            return f"file {rel} is missing"
+        got = p.stat().st_size
+        if got != size:
+            return f"file {rel} has {got} bytes, {size} were written"
+    return None
+
+
+# ----------------------------------------------------------------------------- preemption
+class PreemptionFlag:
+    """Context manager: SIGTERM (and optionally SIGINT) set a flag instead of killing us.
+
+    The training loop checks `flag.is_set()` after every step, saves a checkpoint and returns.
+    Outside the main thread (where handlers cannot be installed) it is a plain flag.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+        self.signals = signals
+        self._event = threading.Event()
+        self._old: dict[int, Any] = {}
+        self.signum: int | None = None
+
+    def _handler(self, signum, frame) -> None:
+        self.signum = signum
+        self._event.set()
+
+    def __enter__(self) -> PreemptionFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+# ----------------------------------------------------------------------------- manager
+@dataclasses.dataclass
+class Restored:
+    step: int
+    params: Any
+    opt_state: Any | None
+    meta: dict[str, Any]
+
+
+class Checkpointer:
+    """orbax CheckpointManager + commit markers + fallback to the last good step."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int | None = 3,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
+        """`read_only` (export, inspection, possibly while a run is writing): bad steps are
+        skipped and logged but never moved, and nothing is written."""
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory).absolute()
+        self.keep = keep
+        self.read_only = read_only
+        self._is_writer = jax.process_index() == 0 and not read_only
+        if read_only and not self.directory.is_dir():
+            raise CheckpointError(f"no checkpoint directory at {self.directory}")
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            enable_async_checkpointing=async_save,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
+        )
+        self.mngr = ocp.CheckpointManager(self.directory, options=options)
+        self._pending: list[int] = []
+        self._bad: set[int] = set()  # unusable steps left in place (read-only / other hosts)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, step: int, params: Any, opt_state: Any | None, meta: Mapping[str, Any]) -> None:
+        """Start an asynchronous save of `step` (returns once arrays are copied off device)."""
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only")
+        self.wait()  # the previous save: commit it before starting another
+        items: dict[str, Any] = {
+            "params": ocp.args.StandardSave(params),
+            "meta": ocp.args.JsonSave({**dict(meta), "step": int(step)}),
+        }
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(opt_state)
+        self.mngr.save(int(step), args=ocp.args.Composite(**items), force=True)
+        self._pending.append(int(step))
+
+    def poll(self) -> None:
+        """Commit finished saves without blocking (call it once per training step)."""
+        if self._pending and not self.mngr.is_saving_in_progress():
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until pending saves are on disk, then write their commit markers."""
+        if not self._pending:
+            return
+        self.mngr.wait_until_finished()
+        self.mngr.check_for_errors()
+        if self._is_writer:
+            for step in self._pending:
+                step_dir = self.directory / str(step)
+                if step_dir.is_dir():  # may already be gone under keep-last-N
+                    body = {"step": step, "time": time.time(), "files": _manifest(step_dir)}
+                    tmp = step_dir / (COMMIT_MARKER + ".tmp")
+                    tmp.write_text(json.dumps(body))
+                    os.replace(tmp, step_dir / COMMIT_MARKER)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.wait()
+        self.mngr.close()
+
+    # ------------------------------------------------------------------ reading
+    def steps(self) -> list[int]:
+        self.mngr.reload()
+        return sorted(self.mngr.all_steps())
+
+    def _quarantine(self, step: int, reason: str) -> None:
+        log.warning("checkpoint step %d in %s is unusable: %s", step, self.directory, reason)
+        if not self._is_writer:
+            self._bad.add(step)
+            return
+        dest = self.directory / QUARANTINE / f"{step}-{int(time.time() * 1000)}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(self.directory / str(step)), str(dest))
+        (dest / "REASON.txt").write_text(reason + "\n")
+        log.warning("moved it to %s", dest)
+
+    def latest_good_step(self) -> int | None:
+        """Newest step that passes the commit/manifest check (bad ones are quarantined, or
+        only skipped when read-only)."""
+        for step in reversed(self.steps()):
+            if step in self._bad:
+                continue
+            reason = verify_step_dir(self.directory / str(step))
+            if reason is None:
+                return step
+            self._quarantine(step, reason)
+        return None
+
+    def restore(
+        self,
+        abstract_params: Any,
+        abstract_opt_state: Any | None = None,
+        step: int | None = None,
+    ) -> Restored | None:
+        """Restore the newest good checkpoint (or `step`) into the given abstract shardings.
+
+        `abstract_*` are pytrees of jax.ShapeDtypeStruct (with .sharding). Returns None when the
+        directory holds no checkpoint at all. A step that fails verification or whose files
+        orbax cannot read is logged, quarantined, and the previous one is tried.
+        """
+        self.wait()
+        newest = max(self.steps(), default=None)
+        while True:
+            good = self.latest_good_step() if step is None else step
+            if good is None:
+                return None
+            if step is not None and (reason := verify_step_dir(self.directory / str(step))):
+                raise CheckpointError(f"checkpoint step {step} in {self.directory}: {reason}")
+            items: dict[str, Any] = {
+                "params": ocp.args.StandardRestore(abstract_params),
+                "meta": ocp.args.JsonRestore(),
+            }
+            if abstract_opt_state is not None:
+                items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+            try:
+                out = self.mngr.restore(good, args=ocp.args.Composite(**items))
+            except Exception as e:  # noqa: BLE001 - any read failure means "try the previous"
+                if step is not None:
+                    raise CheckpointError(f"cannot read checkpoint step {step}: {e}") from e
+                self._quarantine(good, f"orbax could not restore it: {type(e).__name__}: {e}")
+                continue
+            if good != newest:
+                log.warning(
+                    "using checkpoint step %d of %s: newer step %d was unusable (see above)",
+                    good,
+                    self.directory,
+                    newest,
+                )
+            log.info("restored checkpoint step %d from %s", good, self.directory)
+            opt = out["opt_state"] if abstract_opt_state is not None else None
+            return Restored(good, out["params"], opt, dict(out["meta"]))
+
+    def read_meta(self, step: int | None = None) -> tuple[int, dict[str, Any]]:
+        step = self.latest_good_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint in {self.directory}")
+        out = self.mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return step, dict(out["meta"])
+
+
+def abstract_like(tree: Any, shardings: Any | None = None) -> Any:
+    """ShapeDtypeStruct pytree of `tree` (arrays or ShapeDtypeStructs) with the given shardings."""
+    if shardings is None:
+        shardings = jax.tree.map(lambda x: getattr(x, "sharding", None), tree)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+# ----------------------------------------------------------------------------- HF conversion
+def find_checkpoint_dir(path: str | Path) -> Path:
+    """The orbax directory of `path`: a run's out_dir (holding `checkpoints/`) or the dir itself."""
+    p = Path(path)
+    if (p / "checkpoints").is_dir():
+        p = p / "checkpoints"
+    if not p.is_dir():
+        raise CheckpointError(f"no checkpoint directory at {path}")
+    if not any(c.name.isdigit() for c in p.iterdir()):
+        raise CheckpointError(
+            f"{path} holds no orbax checkpoint steps (expected numbered step directories, or a "
+            "run directory with checkpoints/)"
+        )
+    return p
+
+
+def load_meta_config(path: str | Path, step: int | None = None) -> Qwen3Config:
+    """The model config stored in a checkpoint's meta."""
+    ck = Checkpointer(find_checkpoint_dir(path), keep=None, async_save=False, read_only=True)
+    try:
+        step, meta = ck.read_meta(step)
+    finally:
+        ck.close()
+    if "model_config" not in meta:
+        raise CheckpointError(f"{path} step {step}: meta has no model_config")
+    return config_from_json(meta["model_config"])
+
+
+def _single_device_shardings(tree: Any) -> Any:
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda _: dev, tree)
+
+
+def load_params(
+    ckpt_dir: str | Path, step: int | None = None, mesh=None, dtype=None
+) -> tuple[Qwen3Config, Any, int]:
+    """(model config, params, step) of a checkpoint, params placed on `mesh` (or one device)."""
+    from jaxrepair.model.qwen3 import param_shapes
+    from jaxrepair.model.sharding import param_shardings
+
+    ck = Checkpointer(find_checkpoint_dir(ckpt_dir), keep=None, async_save=False, read_only=True)
+    try:
+        step, meta = ck.read_meta(step)
+        if "model_config" not in meta:
+            raise CheckpointError(f"{ckpt_dir} step {step}: meta has no model_config")
+        cfg = config_from_json(meta["model_config"])
+        saved_dtype = jnp.dtype(meta.get("param_dtype", "float32"))
+        shapes = param_shapes(cfg, saved_dtype)
+        shard = _single_device_shardings(shapes) if mesh is None else param_shardings(shapes, mesh)
+        restored = ck.restore(abstract_like(shapes, shard), None, step=step)
+        assert restored is not None
+        params = restored.params
+    finally:
+        ck.close()
+    if dtype is not None:
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+    return cfg, params, step
+
+
+def export_hf(
+    ckpt_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    step: int | None = None,
+    dtype: str = "bfloat16",
+    tokenizer_from: str | Path | None = None,
+) -> Path:
+    """Write a transformers `from_pretrained` directory from an orbax training checkpoint.
+
+    The model config comes from the checkpoint itself; tokenizer files from `tokenizer_from`, or
+    from the checkpoint directory's `tokenizer/` when present (written by training/import).
+    """
+    from jaxrepair.model.hf import save_hf
+
+    cfg, params, step = load_params(ckpt_dir, step)
+    tok = tokenizer_from
+    if tok is None and (find_checkpoint_dir(ckpt_dir) / TOKENIZER_SUBDIR).is_dir():
+        tok = find_checkpoint_dir(ckpt_dir) / TOKENIZER_SUBDIR
+    out = save_hf(out_dir, cfg, params, dtype=dtype, tokenizer_from=tok)
+    log.info("exported step %d of %s to %s (%s)", step, ckpt_dir, out, dtype)
+    return out
+
+
+def import_hf(hf_dir: str | Path, out_ckpt_dir: str | Path, *, dtype: str = "float32") -> Path:
+    """Turn a Hugging Face Qwen3 directory into a params-only orbax checkpoint at step 0."""
+    from jaxrepair.model.hf import TOKENIZER_FILES, load_hf
+
+    out = Path(out_ckpt_dir)
+    ck = Checkpointer(out, keep=None, async_save=False)
+    if ck.steps():
+        ck.close()
+        raise CheckpointError(f"{out} already holds checkpoints {ck.steps()}; choose an empty dir")
+    cfg, params = load_hf(hf_dir, dtype=jnp.dtype(dtype))
+    meta = {
+        "model_config": config_to_json(cfg),
+        "param_dtype": jnp.dtype(dtype).name,
+        "source": str(Path(hf_dir).absolute()),
+    }
+    ck.save(0, params, None, meta)
+    ck.close()
+    tok_files = [f for f in TOKENIZER_FILES if (Path(hf_dir) / f).is_file()]
+    if tok_files:
+        (out / TOKENIZER_SUBDIR).mkdir(exist_ok=True)
+        for f in tok_files:
+            shutil.copy2(Path(hf_dir) / f, out / TOKENIZER_SUBDIR / f)
+    return out

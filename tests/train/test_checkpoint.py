@@ -1,0 +1,245 @@
+"""Checkpoints: exact resume after SIGTERM / SIGKILL of a real training process, fallback from
+corrupt or half-written checkpoints, and orbax <-> Hugging Face conversion checked in transformers."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrepair.train.checkpoint import (
+    COMMIT_MARKER,
+    QUARANTINE,
+    Checkpointer,
+    abstract_like,
+    export_hf,
+    import_hf,
+    load_params,
+)
+from tests.train.trajectories import write_trajectories
+
+WORKER = Path(__file__).with_name("ckpt_worker.py")
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    traj = write_trajectories(d / "traj.jsonl", n=8)
+    env = os.environ.copy()
+    # one CPU device in the workers, and one compilation cache shared by all of them
+    env["XLA_FLAGS"] = " ".join(
+        f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_COMPILATION_CACHE_DIR"] = str(d / "jax-cache")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return d, traj, env
+
+
+def _cmd(out: Path, traj: Path, sleep_s: float = 0.0) -> list[str]:
+    return [sys.executable, str(WORKER), str(out), str(traj), str(STEPS), str(sleep_s)]
+
+
+def _summary(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("SUMMARY ")]
+    assert lines, f"worker printed no summary:\n{stdout[-3000:]}"
+    return json.loads(lines[-1][len("SUMMARY ") :])
+
+
+def _run(cmd, env) -> dict:
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return _summary(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def straight(work):
+    d, traj, env = work
+    out = d / "straight"
+    summary = _run(_cmd(out, traj), env)
+    assert summary["step"] == STEPS and not summary["resumed"]
+    return out
+
+
+def _final_params(out: Path) -> dict:
+    _, params, step = load_params(out)
+    assert step == STEPS
+    return jax.tree.map(np.asarray, params)
+
+
+def _committed_steps(ckpt: Path) -> list[int]:
+    if not ckpt.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in ckpt.iterdir() if p.name.isdigit() and (p / COMMIT_MARKER).is_file()
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_kill_and_resume_matches_straight_run(work, straight, sig):
+    d, traj, env = work
+    out = d / f"killed-{sig.name}"
+    proc = subprocess.Popen(
+        _cmd(out, traj, sleep_s=0.4),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while not any(s >= 4 for s in _committed_steps(out / "checkpoints")):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.time() < deadline, "worker never wrote checkpoint 4"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, stderr[-3000:]
+        first = _summary(stdout)
+        assert first["preempted"] and first["step"] < STEPS
+        # the handler saved exactly the step the loop stopped at
+        assert first["step"] in _committed_steps(out / "checkpoints")
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    stopped_at = max(_committed_steps(out / "checkpoints"))
+    assert stopped_at < STEPS
+
+    resumed = _run(_cmd(out, traj), env)
+    assert resumed["resumed"] and resumed["step"] == STEPS
+
+    want, got = _final_params(straight), _final_params(out)
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(got), strict=True
+    ):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    # and the logged losses of the steps after the resume point are the same numbers
+    straight_rows = {r["step"]: r for r in map(json.loads, open(straight / "metrics.jsonl"))}
+    resumed_rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    for r in resumed_rows:
+        if r["step"] > stopped_at:
+            assert r["loss"] == straight_rows[r["step"]]["loss"], r["step"]
+
+
+# ----------------------------------------------------------------------------- corruption
+def _tree(v: float) -> dict:
+    return {"w": jnp.full((64, 32), v, jnp.float32), "b": {"c": jnp.arange(7.0) + v}}
+
+
+def _biggest_file(step_dir: Path) -> Path:
+    files = [p for p in (step_dir / "params").rglob("*") if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def test_corrupt_or_half_written_checkpoint_falls_back(tmp_path, caplog):
+    ck = Checkpointer(tmp_path, keep=5, async_save=True)
+    for s in (1, 2, 3, 4):
+        ck.save(s, _tree(float(s)), None, {"rng": [0, s]})
+    ck.close()
+    abstract = abstract_like(_tree(0.0))
+
+    # 4: a data file truncated after the save finished
+    big = _biggest_file(tmp_path / "4")
+    big.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
+    # 3: half-written (the commit marker was never written)
+    (tmp_path / "3" / COMMIT_MARKER).unlink()
+    # 2: a file deleted
+    _biggest_file(tmp_path / "2").unlink()
+
+    ck = Checkpointer(tmp_path, keep=5)
+    with caplog.at_level(logging.WARNING, logger="jaxrepair.train.checkpoint"):
+        r = ck.restore(abstract)
+    assert r is not None and r.step == 1 and r.meta["rng"] == [0, 1]
+    np.testing.assert_array_equal(np.asarray(r.params["w"]), np.full((64, 32), 1.0))
+    text = caplog.text
+    assert "step 4" in text and "bytes" in text  # truncated: size mismatch named
+    assert "step 3" in text and "commit marker" in text
+    assert "step 2" in text and "missing" in text
+    assert "using checkpoint step 1" in text and "newer step 4" in text
+    quarantined = sorted(p.name.split("-")[0] for p in (tmp_path / QUARANTINE).iterdir())
+    assert quarantined == ["2", "3", "4"]
+    assert ck.steps() == [1]
+    # training goes on: the step numbers of the bad checkpoints can be saved again
+    ck.save(2, _tree(22.0), None, {"rng": [0, 22]})
+    ck.wait()
+    assert ck.restore(abstract).step == 2
+    ck.close()
+
+
+def test_unreadable_content_with_intact_sizes_falls_back(tmp_path, caplog):
+    ck = Checkpointer(tmp_path, keep=5, async_save=False)
+    for s in (1, 2):
+        ck.save(s, _tree(float(s)), None, {})
+    ck.close()
+    for p in (tmp_path / "2" / "params").rglob("*"):
+        if p.is_file() and p.name != "commit_success.txt":
+            p.write_bytes(b"\0" * p.stat().st_size)  # same size, garbage content
+    ck = Checkpointer(tmp_path, keep=5)
+    with caplog.at_level(logging.WARNING, logger="jaxrepair.train.checkpoint"):
+        r = ck.restore(abstract_like(_tree(0.0)))
+    ck.close()
+    assert r is not None and r.step == 1
+    assert "orbax could not restore" in caplog.text
+
+
+def test_read_only_reader_skips_but_never_moves(tmp_path):
+    ck = Checkpointer(tmp_path, keep=5, async_save=False)
+    for s in (1, 2):
+        ck.save(s, _tree(float(s)), None, {})
+    ck.close()
+    (tmp_path / "2" / COMMIT_MARKER).unlink()  # e.g. a live run that has not committed yet
+    ro = Checkpointer(tmp_path, read_only=True)
+    assert ro.restore(abstract_like(_tree(0.0))).step == 1
+    assert (tmp_path / "2").is_dir() and not (tmp_path / QUARANTINE).exists()
+    with pytest.raises(Exception, match="read-only"):
+        ro.save(3, _tree(3.0), None, {})
+    ro.close()
+
+
+def test_empty_directory_restores_nothing(tmp_path):
+    ck = Checkpointer(tmp_path / "none")
+    assert ck.restore(abstract_like(_tree(0.0))) is None
+    ck.close()
+
+
+# ----------------------------------------------------------------------------- HF export
+def test_export_hf_loads_in_transformers_with_same_logits(straight, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from jaxrepair.model import forward
+
+    cfg, params, _ = load_params(straight)
+    hf_dir = export_hf(straight, tmp_path / "hf", dtype="float32")
+    model = transformers.Qwen3ForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
+    with torch.no_grad():
+        want = model(input_ids=torch.as_tensor(tokens)).logits.numpy()
+    got = np.asarray(forward(params, cfg, jnp.asarray(tokens)))
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+    # the run's tokenizer travels with the export
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    from tests.train.trajectories import make_tokenizer
+
+    text = "<|im_start|>assistant\nI will look at src/slugkit/__init__.py first.<|im_end|>"
+    assert hf_tok.encode(text, add_special_tokens=False) == make_tokenizer().encode(text)
+
+    # and back: import_hf gives the same parameters bit for bit
+    back = import_hf(hf_dir, tmp_path / "orbax")
+    cfg2, params2, step = load_params(back)
+    assert step == 0 and cfg2.replace(remat=cfg.remat) == cfg
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
