@@ -232,6 +232,10 @@ class GRPOConfig:
     overlap: bool = True  # collect batch k+1 while training on batch k
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
     mask_truncated: bool = True  # mask out episodes cut by the step/context/time cap
+    # A completion cut at max_new_tokens without a stop token: False = end the episode as
+    # truncated (reward 0, masked when mask_truncated); True = send it to the env as written.
+    submit_unfinished: bool = False
+    tasks: tuple[str, ...] = ()  # train only on these task ids; empty = every train-split task
 
     def __post_init__(self) -> None:
         from jaxrepair.train.grpo import ADVANTAGE_SCALES, AGGREGATIONS, RATIO_LEVELS
@@ -272,6 +276,8 @@ class GRPOConfig:
         _check("grpo", "top_p", 0 < self.top_p <= 1, "in (0, 1]", self.top_p)
         _check("grpo", "top_k", self.top_k >= 0, ">= 0 (0 = off)", self.top_k)
         _choice("grpo", "pipeline", self.pipeline, ("simplified", "full"))
+        dup = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        _check("grpo", "tasks", not dup and all(self.tasks), "distinct non-empty task ids", self.tasks)
 
 
 @dataclasses.dataclass(frozen=True)

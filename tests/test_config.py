@@ -259,3 +259,12 @@ def test_expected_example_configs_exist():
     assert {"tiny_sft.toml", "tiny_grpo.toml"} <= names
     for size in ("0.6b", "1.7b", "4b", "8b", "14b", "32b"):
         assert f"qwen3-{size}_sft.toml" in names and f"qwen3-{size}_grpo.toml" in names
+
+
+def test_grpo_task_selection_and_unfinished_answers():
+    c = load_config(None, ["grpo.tasks=calc-test-001,cstr-config-002", "grpo.submit_unfinished=on"])
+    assert c.grpo.tasks == ("calc-test-001", "cstr-config-002")
+    assert c.grpo.submit_unfinished is True
+    assert load_config(None, []).grpo.tasks == ()  # default: every train-split task
+    with pytest.raises(ConfigError, match=r"grpo\.tasks.*distinct"):
+        load_config(None, ["grpo.tasks=a,a"])

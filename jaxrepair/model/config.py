@@ -318,6 +318,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=True,
         max_position_embeddings=4096,
     ),
+    # Small enough to train on a laptop CPU in minutes, sized for the tiny BPE tokenizer
+    # (4096 ids): what `jaxrepair demo` trains.
+    "toy": dict(
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+    ),
     "qwen3-0.6b": dict(
         _QWEN3_COMMON,
         hidden_size=1024,

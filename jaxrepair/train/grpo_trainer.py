@@ -1,0 +1,640 @@
+"""GRPO against build-validation rewards: rollouts through the env farm, then clipped updates.
+
+One GRPO step (``jaxrepair grpo CONFIG.toml``)::
+
+    tasks_per_step tasks x group_size rollouts   (rollout.collect: farm + batched sampler)
+    rewards -> group_advantages (valid mask: infra errors excluded; optional DAPO filter)
+    padded arrays: tokens, targets, loss mask, sampler log-probs, advantages, truncated
+    old log-probs = the trainer's log-probs under the params that sampled the batch, at the
+        sampling temperature (so the ratio starts at 1; the gap to the sampler's own
+        log-probs is logged as sampler_gap / sampler_gap_max)
+    ref log-probs under a frozen copy of the initial params, only when kl_beta > 0
+    epochs_per_batch passes over the batch in minibatches: grpo_loss + AdamW (trainer.Trainer)
+
+Overlap (``grpo.overlap``): while the accelerator trains on batch k, a background thread
+collects batch k+1 with a snapshot of the params from before that update (one step
+off-policy; the importance ratio against those params corrects it). The accelerator idle
+fraction (1 - union of generation and training time / wall time) is logged either way.
+
+Checkpoints (trainer.Checkpointer via Trainer.save) hold params, optimizer state, the GRPO
+step (the data position: tasks are drawn in a seeded order indexed by step) and the RNG, so a
+resumed run continues with the same task sequence and optimizer state.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrepair.model.config import Qwen3Config
+from jaxrepair.train.grpo import group_advantages, group_stats, grpo_loss
+from jaxrepair.train.losses import DEFAULT_CHUNK, token_logprobs
+from jaxrepair.train.rollout import (
+    AcceleratorClock,
+    Rollout,
+    RolloutStats,
+    SamplingSettings,
+    collect,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_KEYS = (
+    "tokens",
+    "targets",
+    "loss_mask",
+    "old_logprobs",
+    "sampler_logprobs",
+    "advantages",
+    "truncated",
+)
+SAMPLER_GAP_WARN = 0.05  # mean |trainer - sampler| log-prob gap that points to a real mismatch
+
+
+# ----------------------------------------------------------------------------- arrays
+def seq_bucket(n: int, max_len: int, minimum: int = 16) -> int:
+    """Padded length for the longest row: the next size of the form 2^k or 3 * 2^(k-1)
+    (16, 24, 32, 48, 64, 96, ...; at most 1.5x padding waste), capped at max_len, so new
+    batch lengths rarely recompile the train step."""
+    if n > max_len:
+        raise ValueError(f"row of {n} tokens is longer than the maximum {max_len}")
+    b = minimum
+    while b < n:
+        b = b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3  # 2^k -> 1.5 * 2^k -> 2^(k+1)
+    return min(b, max_len)
+
+
+def rollouts_to_batch(
+    rollouts: Sequence[Rollout],
+    advantages: np.ndarray,
+    pad_id: int,
+    max_len: int,
+    keep: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Right-padded next-token arrays [N, T] for the trainer (see BATCH_KEYS).
+
+    loss_mask is the generated-token mask, zeroed for invalid rollouts (infra errors) and for
+    rows where `keep` is False (DAPO filter). `old_logprobs` starts as a copy of the sampler's
+    log-probs; `GRPOLearner` replaces it with the trainer's own recomputation.
+    """
+    n = len(rollouts)
+    if advantages.shape != (n,):
+        raise ValueError(f"advantages shape {advantages.shape} != ({n},)")
+    lengths = [max(len(r.tokens) - 1, 1) for r in rollouts]
+    t = seq_bucket(max(lengths), max_len)
+    tokens = np.full((n, t), pad_id, np.int32)
+    targets = np.full((n, t), pad_id, np.int32)
+    mask = np.zeros((n, t), np.float32)
+    sampler = np.zeros((n, t), np.float32)
+    for i, r in enumerate(rollouts):
+        if len(r.tokens) < 2:
+            continue
+        m = len(r.tokens) - 1
+        tokens[i, :m] = r.inputs
+        targets[i, :m] = r.targets
+        use = r.valid and (keep is None or bool(keep[i]))
+        mask[i, :m] = np.asarray(r.target_mask, np.float32) * float(use)
+        sampler[i, :m] = r.target_logprobs
+    return {
+        "tokens": tokens,
+        "targets": targets,
+        "loss_mask": mask,
+        "old_logprobs": sampler.copy(),
+        "sampler_logprobs": sampler,
+        "advantages": np.asarray(advantages, np.float32),
+        "truncated": np.asarray([r.truncated for r in rollouts], bool),
+    }
+
+
+# ----------------------------------------------------------------------------- loss
+def grpo_loss_fn(cfg: Qwen3Config, grpo: Any, chunk: int | None = DEFAULT_CHUNK, mesh: Any = None):
+    """loss_fn(params, batch, rng) for trainer.Trainer: log-probs at the sampling temperature
+    (chunked lm head, with entropy) -> grpo_loss with the config's options."""
+
+    def loss_fn(params, batch, rng):
+        del rng
+        lp, ent = token_logprobs(
+            params,
+            cfg,
+            batch["tokens"],
+            None,
+            None,
+            batch["targets"],
+            grpo.temperature,
+            chunk,
+            mesh=mesh,
+            return_entropy=True,
+        )
+        return grpo_loss(
+            lp,
+            batch["old_logprobs"],
+            batch.get("ref_logprobs"),
+            batch["advantages"],
+            batch["loss_mask"],
+            clip_low=grpo.clip_low,
+            clip_high=grpo.clip_high,
+            kl_beta=grpo.kl_beta,
+            aggregation=grpo.aggregation,
+            dual_clip=grpo.dual_clip,
+            ratio_level=grpo.ratio_level,
+            truncated=batch["truncated"] if grpo.mask_truncated else None,
+            sampler_logprobs=batch["sampler_logprobs"],
+            tis_cap=grpo.tis_cap,
+            entropy=ent,
+        )
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- learner
+class GRPOLearner:
+    """Rollouts -> advantages -> padded batch -> `epochs_per_batch` passes of minibatch updates.
+
+    `trainer` is a trainer.Trainer built with `grpo_loss_fn`; `ref_params` (a frozen copy of
+    the initial params) is needed only when kl_beta > 0.
+    """
+
+    def __init__(
+        self,
+        cfg: Qwen3Config,
+        trainer: Any,
+        grpo: Any,
+        pad_id: int,
+        max_len: int,
+        *,
+        chunk: int | None = DEFAULT_CHUNK,
+        mesh: Any = None,
+        ref_params: Any = None,
+        clock: AcceleratorClock | None = None,
+        seed: int = 0,
+    ):
+        if grpo.kl_beta > 0 and ref_params is None:
+            raise ValueError(
+                "grpo.kl_beta > 0 needs ref_params (a frozen copy of the initial params)"
+            )
+        self.cfg, self.trainer, self.grpo = cfg, trainer, grpo
+        self.pad_id, self.max_len = pad_id, max_len
+        self.ref_params = ref_params if grpo.kl_beta > 0 else None
+        self.clock = clock
+        self.seed = seed
+        temp = grpo.temperature
+
+        @jax.jit
+        def _lp(params, tokens, targets):
+            return token_logprobs(params, cfg, tokens, None, None, targets, temp, chunk, mesh=mesh)
+
+        self._lp = _lp
+
+    def logprobs(self, params: Any, batch: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
+        """The trainer's log-probs of the targets under `params`, `rows` sequences at a time."""
+        n = batch["tokens"].shape[0]
+        out = []
+        for s in range(0, n, rows):
+            out.append(
+                np.asarray(
+                    self._lp(params, batch["tokens"][s : s + rows], batch["targets"][s : s + rows])
+                )
+            )
+        return np.concatenate(out, axis=0)
+
+    def _busy(self):
+        return self.clock.busy() if self.clock is not None else _Null()
+
+    def update(
+        self, rollouts: Sequence[Rollout], behaviour_params: Any, step: int
+    ) -> dict[str, float]:
+        """One GRPO step on `rollouts` (task-major, group_size per task) sampled with
+        `behaviour_params`; returns host metrics."""
+        g = self.grpo
+        n = len(rollouts)
+        if n % g.group_size:
+            raise ValueError(f"{n} rollouts is not a multiple of group_size={g.group_size}")
+        rewards = np.asarray([r.reward for r in rollouts], np.float32)
+        valid = np.asarray([r.valid for r in rollouts], bool)
+        adv = np.asarray(group_advantages(rewards, g.group_size, g.advantage_scale, valid=valid))
+        gs = group_stats(rewards, g.group_size, valid)
+        keep = np.asarray(gs.keep) if g.dynamic_sampling else valid
+        batch = rollouts_to_batch(rollouts, adv, self.pad_id, self.max_len, keep)
+        mb = g.minibatch_size or n
+        t0 = time.perf_counter()
+        with self._busy():
+            old = self.logprobs(behaviour_params, batch, mb)
+            if self.ref_params is not None:
+                batch["ref_logprobs"] = self.logprobs(self.ref_params, batch, mb)
+        m = batch["loss_mask"] > 0
+        gap = np.abs(old - batch["sampler_logprobs"])[m]
+        gap_mean = float(gap.mean()) if gap.size else 0.0
+        if gap_mean > SAMPLER_GAP_WARN:
+            log.warning(
+                "sampler vs trainer log-prob gap %.4f (max %.4f) on the same params: the ratio "
+                "does not start at 1 (temperature or tokenization mismatch?)",
+                gap_mean,
+                float(gap.max()),
+            )
+        batch["old_logprobs"] = old.astype(np.float32)
+        order_rng = np.random.default_rng([self.seed, step])
+        sums: dict[str, float] = {}
+        updates = 0
+        with self._busy():
+            for _ in range(g.epochs_per_batch):
+                perm = order_rng.permutation(n)
+                for s in range(0, n, mb):
+                    idx = perm[s : s + mb]
+                    sub = {k: v[idx] for k, v in batch.items()}
+                    metrics = jax.device_get(self.trainer.train_step(sub))
+                    updates += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+        train_s = time.perf_counter() - t0
+        out = {k: v / max(updates, 1) for k, v in sums.items()}
+        n_valid = int(valid.sum())
+        trunc = np.asarray([r.truncated for r in rollouts])
+        out.update(
+            reward_mean=float(rewards[valid].mean()) if n_valid else 0.0,
+            pass_rate=float(np.mean([r.outcome == "pass" for r in rollouts if r.valid]))
+            if n_valid
+            else 0.0,
+            valid_rollouts=n_valid,
+            truncated_frac=float(trunc[valid].mean()) if n_valid else 0.0,
+            groups_all_equal=int(gs.num_all_equal),
+            groups_all_solved=int(gs.num_all_max),
+            rows_trained=int((batch["loss_mask"].sum(axis=1) > 0).sum()),
+            adv_abs_mean=float(np.abs(adv[valid]).mean()) if n_valid else 0.0,
+            sampler_gap_recompute=gap_mean,
+            sampler_gap_max=float(gap.max()) if gap.size else 0.0,
+            tool_calls_mean=float(np.mean([r.tool_calls for r in rollouts if r.valid]))
+            if n_valid
+            else 0.0,
+            tamper_rate=float(np.mean([r.tampered for r in rollouts if r.valid]))
+            if n_valid
+            else 0.0,
+            gen_tokens_mean=float(np.mean([r.generated_tokens for r in rollouts])),
+            seq_len_padded=int(batch["tokens"].shape[1]),
+            updates=updates,
+            train_s=train_s,
+        )
+        return out
+
+
+class _Null:
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- run state
+class GRPOState:
+    """The data position of a GRPO run (saved in checkpoint meta as the loader state)."""
+
+    def __init__(self, num_tasks: int, tasks_per_step: int, seed: int):
+        self.num_tasks, self.tasks_per_step, self.seed = num_tasks, tasks_per_step, seed
+        self.step = 0
+
+    def task_indices(self, step: int) -> list[int]:
+        """Tasks of GRPO step `step`: a fresh seeded permutation of the task list per epoch."""
+        out = []
+        for i in range(step * self.tasks_per_step, (step + 1) * self.tasks_per_step):
+            epoch, pos = divmod(i, self.num_tasks)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_tasks)
+            out.append(int(perm[pos]))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"grpo_step": self.step, "num_tasks": self.num_tasks, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if int(state.get("num_tasks", self.num_tasks)) != self.num_tasks:
+            log.warning(
+                "resuming with %d tasks; the checkpoint was trained on %s: the task order differs",
+                self.num_tasks,
+                state.get("num_tasks"),
+            )
+        self.step = int(state["grpo_step"])
+
+
+def load_train_tasks(config: Any) -> list[Any]:
+    """Train-split tasks of envs.corpus (None = the bundled corpus), optionally only grpo.tasks."""
+    from jaxrepair.envs import load_tasks
+
+    corpus = config.envs.corpus or str(
+        Path(__file__).resolve().parents[1] / "data" / "tasks" / "corpus"
+    )
+    tasks = load_tasks(corpus)
+    by_id = {t.id: t for t in tasks}
+    if config.grpo.tasks:
+        missing = [t for t in config.grpo.tasks if t not in by_id]
+        if missing:
+            raise ValueError(f"grpo.tasks: no task {missing} in {corpus}")
+        return [by_id[t] for t in config.grpo.tasks]
+    train = [t for t in tasks if t.split == "train"]
+    if not train:
+        raise ValueError(f"no train-split tasks in {corpus}")
+    return train
+
+
+def plot_reward_curve(metrics_path: Path, out_png: Path) -> Path | None:
+    """Reward mean and pass rate per GRPO step (last row per step wins after a resume)."""
+    if not metrics_path.is_file():
+        return None
+    rows: dict[int, dict] = {}
+    for line in metrics_path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if "reward_mean" in row:
+                rows[int(row["step"])] = row
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sorted(rows)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [rows[s]["reward_mean"] for s in steps], marker="o", label="reward mean")
+    ax.plot(steps, [rows[s].get("pass_rate", math.nan) for s in steps], ls="--", label="pass rate")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("reward")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("GRPO reward")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+# ----------------------------------------------------------------------------- entry point
+def _copy_tree(params: Any) -> Any:
+    return jax.tree.map(jnp.copy, params)
+
+
+def run_grpo(
+    config: Any,
+    *,
+    tokenizer: Any = None,
+    mesh: Any = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    farm: Any = None,
+    tasks: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """`jaxrepair grpo CONFIG.toml`: GRPO in the configured pipeline; returns a summary dict.
+
+    Resumes from `train.out_dir/checkpoints` when `train.resume` and a good checkpoint exists;
+    otherwise starts from `train.init_from` / `model.hf_dir` (an SFT run dir, orbax or HF) or a
+    random init of `model.preset`. `data.seq_len` is the longest episode transcript trained on.
+    Optional arguments replace what the config would build (for tests and the demo):
+    `tokenizer`, `mesh`, `farm` (a started EnvFarm), `tasks`; `stop_after` ends the call after
+    that many GRPO steps (the run can be resumed).
+    """
+    from jaxrepair.envs.farm import EnvFarm
+    from jaxrepair.envs.tokenizer import load_tokenizer
+    from jaxrepair.model import init_params, load_hf, make_mesh
+    from jaxrepair.model.qwen3 import param_shapes
+    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, PreemptionFlag, load_params
+    from jaxrepair.train.sft import resolve_model
+    from jaxrepair.train.trainer import MetricsLogger, Trainer, optimizer_from_config
+
+    t_start = time.perf_counter()
+    g, tr = config.grpo, config.train
+    tok = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer_spec)
+    task_list = list(tasks) if tasks is not None else load_train_tasks(config)
+    if len(task_list) < 1:
+        raise ValueError("GRPO needs at least one task")
+    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
+    mesh = mesh if mesh is not None else make_mesh(config.mesh.shape())
+    param_dtype = jnp.dtype(config.model.param_dtype)
+    compute = jnp.dtype(config.model.dtype)
+    max_len = config.data.seq_len
+    chunk = min(DEFAULT_CHUNK, max_len)
+    n_rollouts = g.tasks_per_step * g.group_size
+    mb = g.minibatch_size or n_rollouts
+    total_updates = tr.steps * g.epochs_per_batch * (n_rollouts // mb)
+    out_dir = Path(tr.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.toml")
+
+    trainer = Trainer(
+        cfg,
+        None,
+        grpo_loss_fn(cfg, g, chunk, mesh),
+        optimizer_from_config(config.optim, max(total_updates, 1)),
+        mesh=mesh,
+        compute_dtype=None if compute == param_dtype else compute,
+        accum_steps=config.optim.grad_accum,
+        out_dir=out_dir,
+        seed=tr.seed,
+        checkpoint_keep=tr.checkpoint_keep,
+        progress=False,
+        extra_meta={"kind": "grpo"},
+    )
+    state = GRPOState(len(task_list), g.tasks_per_step, tr.seed)
+    abstract = param_shapes(cfg, param_dtype)
+    resumed = bool(tr.resume and trainer.restore(state, abstract))
+
+    def initial_params() -> Any:
+        if hf_src is not None:
+            return load_hf(hf_src, mesh=mesh, dtype=param_dtype)[1]
+        if orbax_src is not None:
+            return load_params(orbax_src, mesh=mesh, dtype=param_dtype)[1]
+        return init_params(cfg, jax.random.key(tr.seed), mesh=mesh, dtype=param_dtype)
+
+    ref_params = None
+    if not resumed:
+        params0 = initial_params()
+        if g.kl_beta > 0:
+            ref_params = _copy_tree(params0)
+        trainer.set_params(params0)
+    elif g.kl_beta > 0:
+        ref_params = initial_params()  # the reference is the run's starting point, not the resume
+    if jax.process_index() == 0:
+        tok.save(out_dir / "checkpoints" / TOKENIZER_SUBDIR)
+
+    clock = AcceleratorClock()
+    learner = GRPOLearner(
+        cfg,
+        trainer,
+        g,
+        tok.pad_id,
+        max_len,
+        chunk=chunk,
+        mesh=mesh,
+        ref_params=ref_params,
+        clock=clock,
+        seed=tr.seed,
+    )
+    sampling = SamplingSettings.from_grpo(g)
+    own_farm = farm is None
+    if own_farm:
+        e = config.envs
+        farm = EnvFarm(
+            workers=e.workers,
+            sandbox_kind=e.sandbox,
+            max_attempts=e.retries + 1,
+            step_timeout_s=e.episode_timeout_s,
+            cache_dir=(out_dir / "validation_cache") if e.cache_validation else None,
+            episode_caps={"max_steps": e.max_steps, "max_context_tokens": e.max_context_tokens}
+            if g.pipeline == "full"
+            else {},
+        ).start()
+    base_key = jax.random.key(tr.seed)
+
+    def launch(step: int, params: Any) -> tuple[list[Rollout], RolloutStats]:
+        picked = [task_list[i] for i in state.task_indices(step)]
+        return collect(
+            params,
+            cfg,
+            picked,
+            g.group_size,
+            farm,
+            tok,
+            sampling,
+            jax.random.fold_in(base_key, step),
+            g.pipeline,
+            max_len,
+            mesh=mesh,
+            episode_prefix=f"s{step}",
+            clock=clock,
+            truncate_unfinished=not g.submit_unfinished,
+        )
+
+    start = state.step
+    end = tr.steps if stop_after is None else min(tr.steps, start + stop_after)
+    logger = MetricsLogger(out_dir, tr.steps, start, tensorboard=True, progress=progress)
+    traj = open(out_dir / "rollouts.jsonl", "a")  # noqa: SIM115
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collect")
+    history: list[dict[str, float]] = []
+    totals = {"started": 0, "scored": 0, "passed": 0, "truncated": 0, "infra_error": 0}
+    preempted = False
+    t_loop0 = time.perf_counter()
+    pending: tuple[concurrent.futures.Future, Any] | None = None
+    saved_at = None
+    try:
+        with PreemptionFlag() as flag:
+            for step in range(start, end):
+                t_step0 = time.perf_counter()
+                if pending is None:
+                    behaviour = trainer.params if not g.overlap else _copy_tree(trainer.params)
+                    pending = (executor.submit(launch, step, behaviour), behaviour)
+                fut, behaviour = pending
+                rollouts, cstats = fut.result()
+                pending = None
+                if g.overlap and step + 1 < end:
+                    snap = _copy_tree(trainer.params)  # the live params are donated by updates
+                    pending = (executor.submit(launch, step + 1, snap), snap)
+                metrics = learner.update(rollouts, behaviour, step)
+                state.step = step + 1
+                t_step1 = time.perf_counter()
+                metrics.update(cstats.to_dict())
+                metrics["idle_frac"] = clock.idle_fraction(t_step0, t_step1)
+                metrics["step_s"] = t_step1 - t_step0
+                metrics["overlap"] = float(g.overlap)
+                for k in totals:
+                    totals[k] += int(cstats.accounting.get(k, 0))
+                if not cstats.complete:
+                    raise RuntimeError(
+                        f"step {step}: rollout accounting incomplete {cstats.accounting}"
+                    )
+                for r in rollouts:
+                    traj.write(
+                        json.dumps({"step": state.step, **r.trajectory(g.pipeline)}, default=str)
+                        + "\n"
+                    )
+                traj.flush()
+                logger.log(state.step, metrics)
+                if logger.bar is not None:
+                    logger.bar.set_postfix(
+                        reward=f"{metrics['reward_mean']:.3f}",
+                        pass_rate=f"{metrics['pass_rate']:.2f}",
+                        eps=f"{metrics['episodes_per_s']:.2f}",
+                        idle=f"{metrics['idle_frac']:.2f}",
+                        refresh=False,
+                    )
+                logger.advance()
+                history.append({k: metrics[k] for k in ("reward_mean", "pass_rate", "idle_frac")})
+                trainer.ckpt.poll()
+                if flag.is_set():
+                    log.warning("signal received: saving GRPO step %d and stopping", state.step)
+                    trainer.save(state)
+                    saved_at = state.step
+                    preempted = True
+                    break
+                if tr.checkpoint_every and state.step % tr.checkpoint_every == 0:
+                    trainer.save(state)
+                    saved_at = state.step
+            if not preempted and state.step > start and saved_at != state.step:
+                trainer.save(state)
+            trainer.ckpt.wait()
+    finally:
+        if pending is not None:  # a prefetched batch of a step we will not train on
+            try:
+                pending[0].result()
+            except Exception:  # noqa: BLE001
+                log.exception("prefetched rollout collection failed")
+        executor.shutdown(wait=True)
+        traj.close()
+        logger.close()
+        accounting = farm.accounting() if hasattr(farm, "accounting") else {}
+        farm_metrics = farm.metrics() if hasattr(farm, "metrics") else {}
+        if own_farm:
+            farm.close()
+        trainer.close()
+    wall_loop = time.perf_counter() - t_loop0
+    png = plot_reward_curve(out_dir / "metrics.jsonl", out_dir / "reward_curve.png")
+    steps_done = state.step - start
+    summary = {
+        "step": state.step,
+        "start_step": start,
+        "total_steps": tr.steps,
+        "resumed": resumed,
+        "preempted": preempted,
+        "pipeline": g.pipeline,
+        "overlap": g.overlap,
+        "rewards": [h["reward_mean"] for h in history],
+        "pass_rates": [h["pass_rate"] for h in history],
+        "idle_frac": clock.idle_fraction(t_loop0, t_loop0 + wall_loop) if steps_done else None,
+        "episodes_per_s": totals["started"] / wall_loop if steps_done else None,
+        "accounting": {
+            **totals,
+            "complete": totals["started"]
+            == totals["scored"] + totals["truncated"] + totals["infra_error"],
+        },
+        "farm_accounting": accounting,
+        "farm_metrics": {
+            k: v for k, v in farm_metrics.items() if isinstance(v, (int, float, bool))
+        },
+        "optimizer_updates": trainer.step,
+        "params": cfg.num_params(),
+        "out_dir": str(out_dir),
+        "checkpoint_dir": str(out_dir / "checkpoints"),
+        "reward_curve": str(png) if png else None,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+__all__ = [
+    "GRPOLearner",
+    "GRPOState",
+    "grpo_loss_fn",
+    "load_train_tasks",
+    "plot_reward_curve",
+    "rollouts_to_batch",
+    "run_grpo",
+    "seq_bucket",
+]

@@ -1,0 +1,333 @@
+"""The JAX-side farm driver: transcripts, batching, truncation and infra errors.
+
+Oracles: the chat module's own rendering/tokenization of the final conversation (the token
+transcript must equal `encode_chat` of the messages, with the same loss mask), the trainer's
+log-probs of the transcript under the sampling params (must equal the sampler's, so GRPO ratios
+start at 1), and an in-process farm that records every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrepair.envs.chat import encode_chat
+from jaxrepair.envs.farm import StepResult
+from jaxrepair.envs.tokenizer import load_tokenizer
+from jaxrepair.model.sampler import GenerationOutput
+from jaxrepair.train.grpo import group_advantages
+from jaxrepair.train.grpo_trainer import rollouts_to_batch
+from jaxrepair.train.rollout import AcceleratorClock, SamplingSettings, collect
+
+TOOLS = [{"type": "function", "function": {"name": "run", "description": "run", "parameters": {}}}]
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeTask:
+    id: str
+
+
+class FakeFarm:
+    """An in-process farm: `turns` steps per episode; the last one scores "fix" answers 1.
+
+    `fail_reset` / `fail_step` hold episode-id substrings that end as infra_error there.
+    """
+
+    def __init__(self, turns=2, fail_reset=(), fail_step=(), seed=0):
+        self.turns, self.fail_reset, self.fail_step = turns, fail_reset, fail_step
+        self.rng = random.Random(seed)
+        self.eps: dict[str, dict] = {}
+        self.texts: dict[str, list[str]] = {}
+        self.truncated: list[str] = []
+
+    async def reset(self, eid, task, pipeline):
+        assert eid not in self.eps
+        self.eps[eid] = {"outcome": None}
+        self.texts[eid] = []
+        await asyncio.sleep(self.rng.uniform(0, 0.01))
+        if any(s in eid for s in self.fail_reset):
+            self.eps[eid]["outcome"] = "infra_error"
+            return ""
+        msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": f"fix {task.id}"}]
+        return StepResult(eid, msgs[-1]["content"], 0.0, False, {"messages": msgs, "tools": TOOLS})
+
+    async def step(self, eid, text):
+        assert self.eps[eid]["outcome"] is None, "step after the episode ended"
+        self.texts[eid].append(text)
+        await asyncio.sleep(self.rng.uniform(0, 0.01))
+        n = len(self.texts[eid])
+        if any(s in eid for s in self.fail_step):
+            self.eps[eid]["outcome"] = "infra_error"
+            return StepResult(eid, "", 0.0, True, {}, "infra_error", infra_error="boom")
+        if n < self.turns:
+            new = [{"role": "tool", "content": f"out {n}"}, {"role": "user", "content": "go on"}]
+            return StepResult(eid, "obs", 0.0, False, {"new_messages": new})
+        reward = 1.0 if "fix" in text else 0.0
+        self.eps[eid]["outcome"] = "pass" if reward else "fail"
+        info = {"tool_calls": [{"name": "run"}] * (n - 1), "tampered": False, "new_messages": []}
+        return StepResult(eid, "done", reward, True, info, self.eps[eid]["outcome"])
+
+    def abandon(self, eid, reason):
+        self.truncated.append(eid)
+        if self.eps[eid]["outcome"] is None:
+            self.eps[eid]["outcome"] = "infra_error"
+
+    def outcome(self, eid):
+        return self.eps[eid]["outcome"]
+
+    def accounting(self):
+        done = sum(e["outcome"] is not None for e in self.eps.values())
+        return {"started": len(self.eps), "complete": done == len(self.eps)}
+
+    def metrics(self):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("tiny")
+
+
+def scripted_generate(tok, replies, calls):
+    """A generate_fn that answers each prompt with the next scripted reply (text + <|im_end|>,
+    or ids as given) and log-prob -0.25 per token; records each call's batch size."""
+
+    def gen(
+        params,
+        cfg,
+        prompts,
+        max_new_tokens,
+        temperature,
+        top_p,
+        top_k,
+        stop_tokens,
+        rng,
+        pad_id,
+        **kw,
+    ):
+        calls.append(len(prompts))
+        rows = []
+        for p in prompts:
+            r = replies(p)
+            ids = r if isinstance(r, list) else tok.encode(r) + [tok.eos_id]
+            rows.append(ids[:max_new_tokens])
+        n = max_new_tokens
+        toks = np.full((len(rows), n), pad_id, np.int32)
+        lps = np.zeros((len(rows), n), np.float32)
+        for i, ids in enumerate(rows):
+            toks[i, : len(ids)] = ids
+            lps[i, : len(ids)] = -0.25
+        return GenerationOutput(toks, lps, np.asarray([len(r) for r in rows], np.int32))
+
+    return gen
+
+
+def test_multi_turn_transcript_matches_the_chat_template_and_batches_generation(tok):
+    farm = FakeFarm(turns=2)
+    calls: list[int] = []
+    tasks = [FakeTask("a"), FakeTask("b")]
+    rollouts, stats = collect(
+        None,
+        None,
+        tasks,
+        3,
+        farm,
+        tok,
+        SamplingSettings(max_new_tokens=32),
+        jax.random.key(0),
+        generate_fn=scripted_generate(tok, lambda p: "let me fix it", calls),
+        max_seq_len=4096,
+    )
+    assert [(r.task_id, r.group, r.member) for r in rollouts] == [
+        (t, g, i) for g, t in enumerate("ab") for i in range(3)
+    ]
+    assert stats.complete and stats.scored == 6 and stats.passed == 6
+    # 6 episodes x 2 turns of generation, episodes that became ready together share a call
+    assert sum(calls) == 12 and max(calls) > 1 and len(calls) < 12
+    for r in rollouts:
+        assert r.reward == 1.0 and r.outcome == "pass" and r.valid and not r.truncated
+        assert r.turns == 2 and r.tool_calls == 1
+        # independent oracle: the conversation rendered and tokenized in one piece (a later
+        # user turn keeps the template from adding an empty <think> block to the last turn)
+        ids, mask = encode_chat(r.messages + [{"role": "user", "content": "x"}], tok, r.tools)
+        assert ids[: len(r.tokens)] == r.tokens
+        assert mask[: len(r.tokens)] == r.loss_mask
+        assert sum(r.loss_mask) == 2 * (len(tok.encode("let me fix it")) + 1)
+        lp = np.asarray(r.old_logprobs)
+        assert np.all(lp[np.asarray(r.loss_mask) == 1] == -0.25)
+        assert np.all(lp[np.asarray(r.loss_mask) == 0] == 0.0)
+        assert r.target_mask == r.loss_mask[1:] and len(r.target_logprobs) == len(r.tokens) - 1
+
+
+def test_truncation_and_infra_errors_are_accounted_and_masked(tok):
+    farm = FakeFarm(turns=3, fail_reset=("-0-1-",), fail_step=("-1-2-",))
+    calls: list[int] = []
+
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "fix a"}]
+    prompt_len = len(encode_chat(msgs, tok, TOOLS, add_generation_prompt=True)[0])
+
+    def replies(prompt):  # a short first answer, then one that runs past max_seq_len
+        return "fix" if len(prompt) == prompt_len else tok.encode(" and on") * 40
+
+    cap = prompt_len + 40
+    tasks = [FakeTask("a"), FakeTask("b")]
+    rollouts, stats = collect(
+        None,
+        None,
+        tasks,
+        3,
+        farm,
+        tok,
+        SamplingSettings(max_new_tokens=64),
+        None,
+        generate_fn=scripted_generate(tok, replies, calls),
+        max_seq_len=cap,
+    )
+    by_member = {(r.group, r.member): r for r in rollouts}
+    assert by_member[(0, 1)].outcome == "infra_error" and not by_member[(0, 1)].valid
+    assert by_member[(1, 2)].outcome == "infra_error"
+    truncated = [r for r in rollouts if r.truncated]
+    assert truncated and all(
+        r.outcome == "truncated" and r.reward == 0.0 and r.valid for r in truncated
+    )
+    assert all(len(r.tokens) <= cap for r in rollouts)
+    assert {r.truncation_reason for r in truncated} == {"max_seq_len"}
+    assert all(len(r.tokens) == cap and r.turns == 2 for r in truncated)
+    # every started episode ended exactly once, in the driver and in the farm
+    assert stats.complete and stats.episodes == 6
+    assert stats.scored + stats.truncated + stats.infra_errors == 6
+    assert all(farm.outcome(r.episode_id) is not None for r in rollouts)
+    assert farm.accounting()["complete"]
+    # infra errors are excluded from advantages and from the loss, truncated rows are flagged
+    rewards = np.asarray([r.reward for r in rollouts], np.float32)
+    valid = np.asarray([r.valid for r in rollouts])
+    adv = np.asarray(group_advantages(rewards, 3, "std", valid=valid))
+    batch = rollouts_to_batch(rollouts, adv, tok.pad_id, cap)
+    assert np.all(adv[~valid] == 0)
+    assert np.all(batch["loss_mask"][~valid] == 0)
+    assert batch["truncated"].tolist() == [r.truncated for r in rollouts]
+
+
+def test_unfinished_completions_can_be_submitted(tok):
+    farm = FakeFarm(turns=1)
+    gen = scripted_generate(tok, lambda p: tok.encode(" fix") * 3, [])  # never a stop token
+    rollouts, stats = collect(
+        None,
+        None,
+        [FakeTask("a")],
+        2,
+        farm,
+        tok,
+        SamplingSettings(max_new_tokens=8),
+        None,
+        generate_fn=gen,
+        truncate_unfinished=False,
+    )
+    assert [r.outcome for r in rollouts] == ["pass", "pass"] and stats.truncated == 0
+    rollouts, stats = collect(
+        None,
+        None,
+        [FakeTask("b")],
+        2,
+        FakeFarm(turns=1),
+        tok,
+        SamplingSettings(max_new_tokens=8),
+        None,
+        generate_fn=gen,
+    )
+    assert [r.truncation_reason for r in rollouts] == ["max_new_tokens"] * 2
+
+
+def test_generation_failure_ends_every_episode_and_raises(tok):
+    farm = FakeFarm(turns=2)
+
+    def broken(*a, **k):
+        raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        collect(
+            None, None, [FakeTask("a")], 2, farm, tok, SamplingSettings(), None, generate_fn=broken
+        )
+    assert farm.accounting()["complete"]
+
+
+def test_sampler_logprobs_equal_trainer_logprobs_on_the_transcript(tok):
+    """Real sampler on a tiny Qwen3, multi-turn: the transcript's sampler log-probs at the
+    generated positions equal the trainer's log-probs of the same targets (ratio starts at 1)."""
+    from jaxrepair.model import Qwen3Config, init_params
+    from jaxrepair.train.losses import token_logprobs
+
+    cfg = Qwen3Config.preset("tiny", vocab_size=tok.vocab_size)
+    params = init_params(cfg, jax.random.key(0))
+    clock = AcceleratorClock()
+    rollouts, stats = collect(
+        params,
+        cfg,
+        [FakeTask("a")],
+        2,
+        FakeFarm(turns=2),
+        tok,
+        SamplingSettings(max_new_tokens=8, temperature=0.7),
+        jax.random.key(3),
+        truncate_unfinished=False,
+        clock=clock,
+    )
+    assert stats.complete and stats.generate_calls >= 2 and stats.generation_s > 0
+    assert 0.0 < clock.busy_seconds(0.0, float("inf")) <= stats.wall_s
+    batch = rollouts_to_batch(rollouts, np.zeros(2, np.float32), tok.pad_id, 4096)
+    lp = np.asarray(
+        token_logprobs(params, cfg, batch["tokens"], None, None, batch["targets"], 0.7, None)
+    )
+    m = batch["loss_mask"] > 0
+    assert m.sum() == sum(r.generated_tokens for r in rollouts) > 8
+    np.testing.assert_allclose(lp[m], batch["sampler_logprobs"][m], atol=1e-4)
+
+
+def test_full_pipeline_through_the_real_farm(tok, tmp_path):
+    """Multi-turn episodes in real sandboxes: a tool call, its result as the continuation, then
+    submit. The transcript equals the chat rendering of the env's own conversation."""
+    from jaxrepair.config import load_config
+    from jaxrepair.envs import load_tasks
+    from jaxrepair.envs.chat import ToolCall, format_tool_call
+    from jaxrepair.envs.farm import EnvFarm
+    from jaxrepair.train.grpo_trainer import load_train_tasks
+
+    task = load_train_tasks(load_config(None, ["grpo.tasks=recipes-config-002"]))[0]
+    assert load_tasks(task.root)[0].id == task.id
+    read = format_tool_call(ToolCall("read_file", {"path": task.relevant_files[0]}))
+    submit = format_tool_call(ToolCall("submit", {}))
+    calls: list[int] = []
+    n_prompt: dict[int, int] = {}
+
+    def replies(prompt):
+        first = n_prompt.setdefault(len(prompt), len(n_prompt)) == 0
+        return read if first else submit
+
+    with EnvFarm(workers=2, cache_dir=tmp_path / "cache", episode_caps={"max_steps": 4}) as farm:
+        rollouts, stats = collect(
+            None,
+            None,
+            [task],
+            2,
+            farm,
+            tok,
+            SamplingSettings(max_new_tokens=256),
+            None,
+            pipeline="full",
+            generate_fn=scripted_generate(tok, replies, calls),
+            max_seq_len=16384,
+        )
+        acc = farm.accounting()
+    assert stats.complete and acc["complete"] and acc["started"] == 2
+    for r in rollouts:
+        assert r.valid and r.outcome in ("pass", "fail") and r.turns == 2 and r.tool_calls == 2
+        assert r.tools and [m["role"] for m in r.messages][:2] == ["system", "user"]
+        assert any(m["role"] == "tool" for m in r.messages)
+        ids, mask = encode_chat(r.messages + [{"role": "user", "content": "x"}], tok, r.tools)
+        assert ids[: len(r.tokens)] == r.tokens and mask[: len(r.tokens)] == r.loss_mask
+    assert sum(calls) == 4
