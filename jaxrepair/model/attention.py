@@ -4,6 +4,8 @@ The attention kernel is selectable (`Qwen3Config.attention_impl`):
 - "xla": `jax.nn.dot_product_attention(implementation="xla")`, any backend, explicit mask.
 - "cudnn": the cuDNN flash-attention kernel on NVIDIA GPUs (causal, no materialised mask when
   there is no packing).
+- "blocked": causal attention in query blocks that skip the masked upper triangle (the fastest
+  choice on CPU for long packed rows).
 - "reference": plain einsum + softmax (for debugging and as a template for kernels).
 More (e.g. a TPU splash-attention kernel) can be plugged in with `register_attention_impl`.
 """
@@ -105,7 +107,34 @@ def _reference(q, k, v, mask, is_causal):
     return out.reshape(b, t, n, h)
 
 
-_IMPLS.update(xla=_xla, cudnn=_cudnn, reference=_reference)
+BLOCK = 256
+
+
+def _blocked(q, k, v, mask, is_causal):
+    """Causal attention in query blocks that only look at keys up to the block's end.
+
+    Skips the upper triangle (half the FLOPs and half the [T, T] traffic of a dense kernel) and
+    keeps each block's scores small; on CPU, where long-context attention is memory-bound, this
+    is several times faster than the dense path at 4k tokens. Cache (decode) calls, where
+    queries and keys differ in length, use the dense path.
+    """
+    t, s = q.shape[1], k.shape[1]
+    if not is_causal or t != s or t <= BLOCK:
+        return _xla(q, k, v, mask, is_causal)
+    outs = []
+    for start in range(0, t, BLOCK):
+        stop = min(start + BLOCK, t)
+        qb = q[:, start:stop]
+        if mask is None:
+            causal = jnp.arange(start, stop)[:, None] >= jnp.arange(stop)[None, :]
+            mb = jnp.broadcast_to(causal, (q.shape[0], 1, stop - start, stop))
+        else:
+            mb = mask[:, :, start:stop, :stop]
+        outs.append(_xla(qb, k[:, :stop], v[:, :stop], mb, False))
+    return jnp.concatenate(outs, axis=1)
+
+
+_IMPLS.update(xla=_xla, cudnn=_cudnn, reference=_reference, blocked=_blocked)
 
 
 def attention(

@@ -1,0 +1,209 @@
+"""Environment farm throughput: episodes/s and builds/s for 1, 2 and 4 workers.
+
+A fixed set of bundled corpus tasks (both build systems) in the simplified pipeline, G
+episodes per task as in a GRPO group: expert answers plus some wrong answers (an answer with
+no edits, so the broken repo is built and fails). One untimed warm-up round first (dependency
+environments, reference test counts, sandbox venv), then each worker count runs the same
+episode set once. The validation cache is off unless ``--cache``, so every episode builds.
+
+    python benchmarks/farm_throughput.py                 # JSON + PNG in runs/bench/
+    python benchmarks/farm_throughput.py --workers 1,2,4,8 --tasks 12 --group 4 --cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jaxrepair.envs import load_tasks  # noqa: E402
+from jaxrepair.envs.expert import ExpertPolicy  # noqa: E402
+from jaxrepair.envs.farm import EnvFarm, run_episodes_with_policy  # noqa: E402
+
+CORPUS = ROOT / "jaxrepair" / "data" / "tasks" / "corpus"
+WRONG = "I think the build is fine as it is; no changes are needed."
+
+
+def pick_tasks(n: int) -> list:
+    """n tasks, alternating build systems and spread over categories (sorted ids: fixed)."""
+    tasks = sorted(load_tasks(CORPUS), key=lambda t: t.id)
+    by_key: dict[tuple[str, str], list] = {}
+    for t in tasks:
+        by_key.setdefault((t.build_system, t.category), []).append(t)
+    out = []
+    while len(out) < n and any(by_key.values()):
+        for key in sorted(by_key, key=lambda k: (k[1], k[0])):
+            if by_key[key] and len(out) < n:
+                out.append(by_key[key].pop(0))
+    return out
+
+
+def episode_set(tasks: list, group: int, wrong_every: int) -> tuple[list, dict]:
+    specs, answers = [], {}
+    for t in tasks:
+        good = ExpertPolicy(t).simplified_answer()
+        for g in range(group):
+            eid = f"{t.id}/{g}"
+            specs.append((eid, t, "simplified"))
+            answers[eid] = WRONG if wrong_every and g % wrong_every == wrong_every - 1 else good
+    return specs, answers
+
+
+def run_config(
+    workers: int, specs: list, answers: dict, args: argparse.Namespace, tag: str
+) -> dict:
+    cache_dir = tempfile.mkdtemp(prefix="farm-bench-cache-") if args.cache else None
+    t0 = time.perf_counter()
+    farm = EnvFarm(
+        workers=workers,
+        sandbox_kind=args.sandbox,
+        sandbox_opts={"unisolated": True} if args.unisolated else None,
+        step_timeout_s=args.step_timeout,
+        cache_dir=cache_dir,
+    )
+    with farm:
+        spawn_s = time.perf_counter() - t0
+        named = [(f"{tag}:{eid}", t, p) for eid, t, p in specs]
+        t1 = time.perf_counter()
+        results = asyncio.run(
+            run_episodes_with_policy(farm, named, lambda eid, obs: answers[eid.split(":", 1)[1]])
+        )
+        wall = time.perf_counter() - t1
+        m, acc = farm.metrics(), farm.accounting()
+    outcomes: dict[str, int] = {}
+    for r in results.values():
+        outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+    return {
+        "workers": workers,
+        "episodes": len(specs),
+        "wall_s": wall,
+        "spawn_s": spawn_s,
+        "episodes_per_s": len(specs) / wall,
+        "builds": m["builds"],
+        "builds_per_s": m["builds"] / wall,
+        "cache_hits": m["cache_hits"],
+        "worker_busy_fraction": m["worker_busy_fraction"],
+        "retries": m["retries"],
+        "worker_restarts": m["worker_restarts"],
+        "outcomes": outcomes,
+        "accounting_complete": acc["complete"],
+    }
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = [r["workers"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, label in (
+        (axes[0], "episodes_per_s", "episodes/s"),
+        (axes[1], "builds_per_s", "builds/s"),
+    ):
+        ax.bar([str(x) for x in w], [r[key] for r in rows], color="#4C72B0")
+        ax.set_xlabel("farm workers")
+        ax.set_ylabel(label)
+        for i, r in enumerate(rows):
+            ax.annotate(f"{r[key]:.2f}", (i, r[key]), ha="center", va="bottom", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
+    ap.add_argument("--tasks", type=int, default=8, help="corpus tasks in the fixed set")
+    ap.add_argument("--group", type=int, default=4, help="episodes per task (a GRPO group)")
+    ap.add_argument(
+        "--wrong-every",
+        type=int,
+        default=4,
+        help="every k-th episode of a group answers wrongly (0: none)",
+    )
+    ap.add_argument("--sandbox", default="local", choices=("local", "docker"))
+    ap.add_argument("--unisolated", action="store_true", help="local sandbox without bubblewrap")
+    ap.add_argument(
+        "--cache", action="store_true", help="validation cache on (identical answers built once)"
+    )
+    ap.add_argument("--step-timeout", type=float, default=300.0)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
+    args = ap.parse_args()
+    workers = [int(x) for x in args.workers.split(",") if x.strip()]
+    if not workers or min(workers) < 1:
+        ap.error(f"--workers must list positive integers, got {args.workers!r}")
+    if args.tasks < 1 or args.group < 1:
+        ap.error("--tasks and --group must be >= 1")
+
+    tasks = pick_tasks(args.tasks)
+    specs, answers = episode_set(tasks, args.group, args.wrong_every)
+    print(
+        f"{len(tasks)} tasks ({', '.join(t.id for t in tasks)}), {len(specs)} episodes per config"
+    )
+    t0 = time.perf_counter()
+    warm = run_config(max(workers), specs[:: args.group], answers, args, "warmup")
+    print(
+        f"warm-up: {warm['episodes']} episodes in {time.perf_counter() - t0:.1f}s ({warm['outcomes']})"
+    )
+    rows = []
+    for w in workers:
+        row = run_config(w, specs, answers, args, f"w{w}")
+        rows.append(row)
+        print(
+            f"  workers={w}: {row['episodes_per_s']:.3f} episodes/s, {row['builds_per_s']:.3f} builds/s"
+        )
+
+    hdr = f"{'workers':>7} {'episodes':>8} {'wall s':>8} {'episodes/s':>10} {'builds':>6} {'builds/s':>8} {'cache hits':>10} {'busy':>5} {'outcomes'}"
+    print("\n" + hdr)
+    for r in rows:
+        print(
+            f"{r['workers']:>7} {r['episodes']:>8} {r['wall_s']:>8.1f} {r['episodes_per_s']:>10.3f} "
+            f"{r['builds']:>6} {r['builds_per_s']:>8.3f} {r['cache_hits']:>10} "
+            f"{r['worker_busy_fraction']:>5.2f} {r['outcomes']}"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "farm_throughput" + ("_cache" if args.cache else "")
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_after": os.getloadavg(),
+    }
+    report = {
+        "benchmark": "farm_throughput",
+        "pipeline": "simplified",
+        "sandbox": args.sandbox + (" (unisolated)" if args.unisolated else ""),
+        "cache": args.cache,
+        "tasks": [t.id for t in tasks],
+        "group": args.group,
+        "wrong_every": args.wrong_every,
+        "machine": machine,
+        "warmup": warm,
+        "results": rows,
+    }
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    title = (
+        f"farm throughput, simplified pipeline, {len(specs)} episodes, {args.sandbox} sandbox, "
+        f"cache {'on' if args.cache else 'off'}, {machine['cpus']} CPUs"
+    )
+    plot(rows, out / f"{stem}.png", title)
+    print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.png')}")
+
+
+if __name__ == "__main__":
+    main()

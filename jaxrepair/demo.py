@@ -1,0 +1,407 @@
+"""`jaxrepair demo`: the paper's whole method at toy scale on this machine.
+
+1. validate a sample of the bundled task corpus (broken fails, fixed passes) in the sandbox;
+2. collect expert trajectories (simplified and full pipeline) on the train split;
+3. SFT a toy Qwen3 (tiny BPE tokenizer) on them;
+4. GRPO from the SFT model in the simplified pipeline (the paper's RL setting);
+5. evaluate the base, SFT and RL models on held-out tasks in both pipelines (and on the train
+   tasks in the simplified pipeline: the paper's "matched train-test conditions");
+6. print the table, write a reward-curve PNG and a JSON summary.
+
+Everything is measured, nothing is asserted: if the toy model does not learn something, the
+table says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+MARKER = "demo_summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    train_tasks: int | None  # None = every train-split task
+    test_tasks: int | None
+    full_eval_tasks: int  # held-out tasks also run in the (slow, multi-turn) full pipeline
+    full_sft_tasks: int  # train tasks whose full-pipeline expert trajectories join SFT
+    validate_sample: int
+    sft_steps: int
+    sft_batch: int
+    grpo_steps: int
+    tasks_per_step: int
+    group_size: int
+    max_new_tokens: int
+    seq_len: int = 2048  # tasks whose simplified episode does not fit are left out
+    workers: int = 2
+    full_max_steps: int = 4
+
+
+FULL = DemoSettings(
+    train_tasks=None,
+    test_tasks=None,
+    full_eval_tasks=6,
+    full_sft_tasks=8,
+    validate_sample=24,
+    sft_steps=160,
+    sft_batch=4,
+    grpo_steps=8,
+    tasks_per_step=4,
+    group_size=4,
+    max_new_tokens=128,
+)
+QUICK = DemoSettings(
+    train_tasks=4,
+    test_tasks=2,
+    full_eval_tasks=1,
+    full_sft_tasks=1,
+    validate_sample=2,
+    sft_steps=4,
+    sft_batch=2,
+    grpo_steps=1,
+    tasks_per_step=2,
+    group_size=2,
+    max_new_tokens=24,
+    seq_len=1536,
+    full_max_steps=2,
+)
+
+
+def _stratified(tasks: Sequence[Any], n: int | None, seed: int) -> list[Any]:
+    """n tasks spread over categories (round robin), deterministic."""
+    if n is None or n >= len(tasks):
+        return list(tasks)
+    by_cat: dict[str, list[Any]] = {}
+    for t in sorted(tasks, key=lambda t: t.id):
+        by_cat.setdefault(t.category, []).append(t)
+    rng = random.Random(seed)
+    for v in by_cat.values():
+        rng.shuffle(v)
+    out: list[Any] = []
+    while len(out) < n:
+        for cat in sorted(by_cat):
+            if by_cat[cat] and len(out) < n:
+                out.append(by_cat[cat].pop())
+    return out
+
+
+def _fitting(tasks: Sequence[Any], tok: Any, budget: int) -> list[Any]:
+    """Tasks whose simplified-pipeline prompt fits `budget` tokens (toy context length)."""
+    from jaxrepair.envs import make_episode
+    from jaxrepair.envs.chat import encode_prompt
+
+    out = []
+    for t in tasks:
+        ep = make_episode(t, "simplified")
+        ep.reset()
+        if len(encode_prompt(ep.messages, tok)) <= budget:
+            out.append(t)
+    return out
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file() and not (out / "demo_running").is_file():
+            raise FileExistsError(
+                f"{out} exists and is not a jaxrepair demo directory; choose --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_running").write_text("")
+
+
+def _expert_trajectories(tasks, pipeline, sandbox, workers, path: Path, caps) -> list[dict]:
+    from jaxrepair.envs.expert import run_expert
+
+    def one(task):
+        ep, _ = run_expert(task, pipeline, sandbox, **caps)
+        rec = ep.trajectory()
+        rec["policy"] = "expert"
+        return rec
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        records = list(pool.map(one, tasks))
+    with open(path, "a") as f:
+        for rec in records:
+            f.write(json.dumps(rec, default=str) + "\n")
+    return records
+
+
+def _plot(out: Path, grpo_metrics: Path, table: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = (
+        [json.loads(x) for x in grpo_metrics.read_text().splitlines() if x.strip()]
+        if grpo_metrics.is_file()
+        else []
+    )
+    rows = [r for r in rows if "reward_mean" in r]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if rows:
+        steps = [r["step"] for r in rows]
+        ax1.plot(
+            steps, [r["reward_mean"] for r in rows], marker="o", label="reward (train rollouts)"
+        )
+        ax1.set_ylim(-0.05, 1.05)
+    ax1.set_xlabel("GRPO step")
+    ax1.set_ylabel("mean reward")
+    ax1.set_title("GRPO, simplified pipeline")
+    ax1.legend(loc="lower right")
+    models = list(table)
+    cols = [
+        ("held-out simplified", "test", "simplified"),
+        ("held-out full", "test", "full"),
+        ("train simplified", "train", "simplified"),
+    ]
+    width = 0.8 / len(cols)
+    for i, (label, split, pipe) in enumerate(cols):
+        vals = [table[m].get(split, {}).get(pipe, {}).get("success_rate", 0.0) for m in models]
+        ax2.bar([j + i * width for j in range(len(models))], vals, width, label=label)
+    ax2.set_xticks([j + width for j in range(len(models))])
+    ax2.set_xticklabels(models)
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("success rate")
+    ax2.set_title("evaluation")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "reward_curve.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _print_table(console, table: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title="jaxrepair demo: success rate (scored episodes; infra errors excluded)")
+    for col in (
+        "model",
+        "split",
+        "pipeline",
+        "n",
+        "success",
+        "per category",
+        "tool calls",
+        "tampered",
+        "infra",
+    ):
+        t.add_column(col)
+    for model, splits in table.items():
+        for split, pipes in splits.items():
+            for pipe, s in pipes.items():
+                cats = " ".join(
+                    f"{c}:{v['success_rate']:.0%}" for c, v in s["per_category"].items()
+                )
+                t.add_row(
+                    model,
+                    split,
+                    pipe,
+                    str(s["scored"]),
+                    f"{s['success_rate']:.1%}",
+                    cats,
+                    f"{s['mean_tool_calls']:.1f}",
+                    f"{s['tamper_rate']:.0%}",
+                    str(s["infra_errors"]),
+                )
+    console.print(t)
+
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    quick: bool = False,
+    config_path: str | None = None,
+    overrides: Sequence[str] = (),
+    settings: DemoSettings | None = None,
+) -> dict[str, Any]:
+    import jax
+    from rich.console import Console
+
+    from jaxrepair.config import load_config
+    from jaxrepair.envs import load_tasks, make_sandbox
+    from jaxrepair.envs.corpus_validate import validate_corpus
+    from jaxrepair.envs.farm import EnvFarm
+    from jaxrepair.envs.tokenizer import load_tokenizer
+    from jaxrepair.model import Qwen3Config, init_params
+    from jaxrepair.train.checkpoint import load_params
+    from jaxrepair.train.evaluate import evaluate
+    from jaxrepair.train.grpo_trainer import run_grpo
+    from jaxrepair.train.rollout import SamplingSettings
+    from jaxrepair.train.sft import run_sft
+
+    console = Console(width=None if Console().is_terminal else 150)
+    s = settings or (QUICK if quick else FULL)
+    out = Path(out_dir)
+    _prepare_out(out)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def stage(name: str):
+        console.rule(f"[bold]{name}")
+        return time.perf_counter()
+
+    # 1. corpus ------------------------------------------------------------------------
+    t0 = stage("1/6 task corpus: validate a sample in the sandbox")
+    corpus = Path(__file__).resolve().parent / "data" / "tasks" / "corpus"
+    tasks = load_tasks(corpus)
+    tok = load_tokenizer("tiny")
+    fitting = _fitting(tasks, tok, s.seq_len - s.max_new_tokens)
+    train = _stratified([t for t in fitting if t.split == "train"], s.train_tasks, 0)
+    test = _stratified([t for t in fitting if t.split == "test"], s.test_tasks, 1)
+    sandbox = make_sandbox("local")
+    report = validate_corpus(
+        train + test, sandbox, repeats=1, workers=s.workers, sample=s.validate_sample
+    )
+    timings["validate"] = time.perf_counter() - t0
+    console.print(
+        f"{len(tasks)} tasks, {len(fitting)} fit {s.seq_len} tokens; using {len(train)} train / "
+        f"{len(test)} held-out; validated sample ok: {report.ok}"
+    )
+
+    # 2. expert trajectories -------------------------------------------------------------
+    t0 = stage("2/6 expert trajectories (the teacher knows the reference fix)")
+    traj = out / "trajectories.jsonl"
+    recs = _expert_trajectories(train, "simplified", sandbox, s.workers, traj, {})
+    recs += _expert_trajectories(
+        _stratified(train, s.full_sft_tasks, 2), "full", sandbox, s.workers, traj, {"max_steps": 12}
+    )
+    solved = sum(r["reward"] > 0 for r in recs)
+    timings["expert"] = time.perf_counter() - t0
+    console.print(f"{len(recs)} expert trajectories, {solved} solved -> {traj}")
+
+    # 3. SFT -----------------------------------------------------------------------------
+    t0 = stage("3/6 SFT of a toy Qwen3 on the expert trajectories")
+    base = [
+        "model.preset=toy",
+        "model.attention_impl=blocked",
+        f"data.train_paths={traj}",
+        f"data.seq_len={s.seq_len}",
+        f"data.batch_size={s.sft_batch}",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=10",
+        "optim.weight_decay=0.0",
+        f"envs.workers={s.workers}",
+        "tokenizer.spec=tiny",
+    ]
+    sft_cfg = load_config(
+        config_path,
+        [
+            *base,
+            f"train.steps={s.sft_steps}",
+            f"train.out_dir={out / 'sft'}",
+            f"train.checkpoint_every={s.sft_steps}",
+            "train.log_every=10",
+            *overrides,
+        ],
+    )
+    sft_summary = run_sft(sft_cfg, tokenizer=tok)
+    timings["sft"] = time.perf_counter() - t0
+
+    # 4. GRPO ----------------------------------------------------------------------------
+    t0 = stage("4/6 GRPO in the simplified pipeline")
+    grpo_cfg = load_config(
+        config_path,
+        [
+            *base,
+            f"train.steps={s.grpo_steps}",
+            f"train.out_dir={out / 'grpo'}",
+            f"train.init_from={out / 'sft'}",
+            f"train.checkpoint_every={s.grpo_steps}",
+            "optim.lr=1e-4",
+            "optim.warmup_steps=0",
+            f"grpo.tasks_per_step={s.tasks_per_step}",
+            f"grpo.group_size={s.group_size}",
+            f"grpo.max_new_tokens={s.max_new_tokens}",
+            "grpo.temperature=1.0",
+            "grpo.pipeline=simplified",
+            "grpo.kl_beta=0.0",
+            "grpo.submit_unfinished=true",
+            *overrides,
+        ],
+    )
+    with EnvFarm(workers=s.workers, cache_dir=out / "validation_cache") as farm:
+        grpo_summary = run_grpo(grpo_cfg, tokenizer=tok, farm=farm, tasks=train)
+        timings["grpo"] = time.perf_counter() - t0
+
+        # 5. evaluation ------------------------------------------------------------------
+        t0 = stage("5/6 evaluate base, SFT and RL models")
+        sft_model_cfg, sft_params, _ = load_params(out / "sft")
+        _, rl_params, _ = load_params(out / "grpo")
+        base_params = init_params(sft_model_cfg, jax.random.key(123))
+        sampling = SamplingSettings(max_new_tokens=s.max_new_tokens, temperature=0.0)
+        full_tasks = _stratified(test, s.full_eval_tasks, 3)
+        table: dict[str, Any] = {}
+        eval_farm = EnvFarm(
+            workers=s.workers,
+            cache_dir=out / "validation_cache",
+            episode_caps={"max_steps": s.full_max_steps},
+        ).start()
+        try:
+            for name, params in (("base", base_params), ("sft", sft_params), ("rl", rl_params)):
+                cfg: Qwen3Config = sft_model_cfg
+                held = evaluate(
+                    params,
+                    cfg,
+                    tok,
+                    test,
+                    eval_farm,
+                    sampling=sampling,
+                    max_seq_len=s.seq_len,
+                    label=f"{name}-test",
+                    full_tasks=full_tasks,
+                )
+                seen = evaluate(
+                    params,
+                    cfg,
+                    tok,
+                    train,
+                    eval_farm,
+                    pipelines=("simplified",),
+                    sampling=sampling,
+                    max_seq_len=s.seq_len,
+                    label=f"{name}-train",
+                )
+                table[name] = {"test": held, "train": seen}
+                console.print(
+                    f"{name}: held-out simplified {held['simplified']['success_rate']:.1%}, "
+                    f"full {held['full']['success_rate']:.1%}; train simplified "
+                    f"{seen['simplified']['success_rate']:.1%}"
+                )
+        finally:
+            eval_farm.close()
+    timings["eval"] = time.perf_counter() - t0
+
+    # 6. report --------------------------------------------------------------------------
+    stage("6/6 results")
+    _print_table(console, table)
+    png = _plot(out, out / "grpo" / "metrics.jsonl", table)
+    timings["total"] = time.perf_counter() - t_all
+    summary = {
+        "settings": dataclasses.asdict(s),
+        "corpus": {
+            "tasks": len(tasks),
+            "train_used": len(train),
+            "test_used": len(test),
+            "validated_sample_ok": report.ok,
+        },
+        "expert": {"trajectories": len(recs), "solved": solved},
+        "sft": sft_summary,
+        "grpo": grpo_summary,
+        "eval": table,
+        "timings_s": timings,
+        "reward_curve_png": str(png),
+    }
+    (out / MARKER).write_text(json.dumps(summary, indent=2, default=str))
+    (out / "demo_running").unlink(missing_ok=True)
+    console.print(f"wrote {out / MARKER} and {png}; total {timings['total'] / 60:.1f} min")
+    return summary

@@ -1,0 +1,162 @@
+"""Evaluate a policy on held-out tasks in the full and simplified pipelines.
+
+The paper's central finding is that policies do not transfer across environments, so results
+are always reported per pipeline (and per category), with the environment fingerprint of the
+builds, never pooled.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxrepair.train.rollout import Rollout, SamplingSettings, collect
+
+PIPELINES = ("simplified", "full")
+
+
+def summarize(rollouts: Sequence[Rollout]) -> dict[str, Any]:
+    """Success rate overall and per category, mean tool calls, tamper rate, infra errors.
+
+    Infra errors are excluded from the denominators (they say nothing about the policy) and
+    reported separately.
+    """
+    scored = [r for r in rollouts if r.valid]
+    by_cat: dict[str, list[Rollout]] = collections.defaultdict(list)
+    for r in scored:
+        by_cat[r.info.get("category") or "?"].append(r)
+    n = max(1, len(scored))
+    return {
+        "episodes": len(rollouts),
+        "scored": len(scored),
+        "infra_errors": len(rollouts) - len(scored),
+        "success_rate": sum(r.reward > 0 for r in scored) / n,
+        "per_category": {
+            c: {"n": len(rs), "success_rate": sum(r.reward > 0 for r in rs) / len(rs)}
+            for c, rs in sorted(by_cat.items())
+        },
+        "mean_tool_calls": sum(r.tool_calls for r in scored) / n,
+        "tamper_rate": sum(r.tampered for r in scored) / n,
+        "truncated": sum(r.truncated for r in scored),
+    }
+
+
+def evaluate(
+    params: Any,
+    cfg: Any,
+    tokenizer: Any,
+    tasks: Sequence[Any],
+    farm: Any,
+    *,
+    pipelines: Sequence[str] = PIPELINES,
+    sampling: SamplingSettings | None = None,
+    max_seq_len: int = 4096,
+    seed: int = 0,
+    label: str = "eval",
+    mesh: Any = None,
+    full_tasks: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """One greedy episode per task and pipeline; returns {pipeline: summary}.
+
+    `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset.
+    """
+    sampling = sampling or SamplingSettings(max_new_tokens=256, temperature=0.0)
+    out: dict[str, Any] = {}
+    for pipeline in pipelines:
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
+        chosen = list(full_tasks if (pipeline == "full" and full_tasks is not None) else tasks)
+        rollouts, stats = collect(
+            params,
+            cfg,
+            chosen,
+            1,
+            farm,
+            tokenizer,
+            sampling,
+            jax.random.key(seed),
+            pipeline,
+            max_seq_len,
+            mesh=mesh,
+            episode_prefix=f"{label}-{pipeline}",
+            # an evaluation scores every answer, finished or cut at max_new_tokens
+            truncate_unfinished=False,
+        )
+        cats = {t.id: t.category for t in chosen}
+        for r in rollouts:
+            r.info.setdefault("category", cats.get(r.task_id))
+        summary = summarize(rollouts)
+        summary["accounting_complete"] = stats.complete
+        summary["fingerprints"] = sorted(
+            {
+                json.dumps(r.info.get("fingerprint"), sort_keys=True)
+                for r in rollouts
+                if r.info.get("fingerprint")
+            }
+        )
+        out[pipeline] = summary
+    return out
+
+
+def run_eval(config: Any) -> dict[str, Any]:
+    """`jaxrepair eval CONFIG.toml`: evaluate `train.init_from` (orbax run or HF dir) on the
+    test split of `envs.corpus` in both pipelines; writes eval.json into train.out_dir."""
+    from jaxrepair.envs import load_tasks
+    from jaxrepair.envs.farm import EnvFarm
+    from jaxrepair.envs.tokenizer import load_tokenizer
+    from jaxrepair.model import init_params, load_hf, make_mesh
+    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, find_checkpoint_dir, load_params
+    from jaxrepair.train.sft import resolve_model
+
+    src = config.train.init_from or config.model.hf_dir
+    spec = config.tokenizer_spec
+    if (
+        config.tokenizer.spec is None
+        and src is not None
+        and not (Path(src) / "config.json").is_file()
+    ):
+        saved = find_checkpoint_dir(src) / TOKENIZER_SUBDIR
+        spec = str(saved) if saved.is_dir() else spec
+    tok = load_tokenizer(spec)
+    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
+    mesh = make_mesh(config.mesh.shape())
+    if hf_src is not None:
+        cfg, params = load_hf(hf_src, mesh=mesh)
+    elif orbax_src is not None:
+        cfg, params, _ = load_params(orbax_src, mesh=mesh)
+    else:
+        params = init_params(cfg, jax.random.key(config.train.seed), mesh=mesh)
+    corpus = config.envs.corpus or str(
+        Path(__file__).resolve().parents[1] / "data" / "tasks" / "corpus"
+    )
+    tasks = [t for t in load_tasks(corpus) if t.split == "test"]
+    if not tasks:
+        raise ValueError(f"no test-split tasks in {corpus}")
+    e = config.envs
+    sampling = SamplingSettings(config.grpo.max_new_tokens, 0.0)
+    with EnvFarm(
+        workers=e.workers,
+        sandbox_kind=e.sandbox,
+        max_attempts=e.retries + 1,
+        step_timeout_s=e.episode_timeout_s,
+        episode_caps={"max_steps": e.max_steps, "max_context_tokens": e.max_context_tokens},
+    ) as farm:
+        results = evaluate(
+            params,
+            cfg,
+            tok,
+            tasks,
+            farm,
+            sampling=sampling,
+            max_seq_len=config.data.seq_len,
+            mesh=mesh,
+        )
+    out = Path(config.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    return results

@@ -1,0 +1,99 @@
+"""Fixtures for the farm tests: a private jaxrepair cache (inherited by the spawned workers),
+corpus C tasks (fast `make test` builds, no dependency environments), and process helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+import tomli_w
+
+from jaxrepair.envs import load_tasks
+from jaxrepair.envs.sandbox import SandboxUnavailable, make_sandbox
+from jaxrepair.envs.task import Task, load_task
+
+CORPUS = Path(__file__).resolve().parents[2] / "jaxrepair" / "data" / "tasks" / "corpus"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def private_cache(tmp_path_factory):
+    """Workers are spawned with the parent's environment, so they share this cache."""
+    old = os.environ.get("JAXREPAIR_CACHE")
+    os.environ["JAXREPAIR_CACHE"] = str(tmp_path_factory.mktemp("farm-jaxrepair-cache"))
+    yield Path(os.environ["JAXREPAIR_CACHE"])
+    if old is None:
+        os.environ.pop("JAXREPAIR_CACHE", None)
+    else:
+        os.environ["JAXREPAIR_CACHE"] = old
+
+
+@pytest.fixture(scope="package")
+def local_sandbox(private_cache):
+    try:
+        return make_sandbox("local")
+    except SandboxUnavailable as e:
+        pytest.skip(f"local sandbox unavailable: {e}")
+
+
+@pytest.fixture(scope="package")
+def c_tasks(private_cache) -> list[Task]:
+    """Corpus C tasks (make), one per category first, so that tests do not depend on ids."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"bundled corpus missing at {CORPUS}")
+    tasks = sorted((t for t in load_tasks(CORPUS) if t.build_system == "make"), key=lambda t: t.id)
+    if len(tasks) < 8:
+        pytest.skip(f"the corpus has only {len(tasks)} make tasks")
+    by_cat: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_cat.setdefault(t.category, []).append(t)
+    out = []
+    while any(by_cat.values()):  # round robin over categories
+        for cat in sorted(by_cat):
+            if by_cat[cat]:
+                out.append(by_cat[cat].pop(0))
+    return out
+
+
+def make_task(root: Path, tid: str, build: list[str], files: dict[str, str] | None = None) -> Task:
+    """A tiny task directory (no reference fix needed: it is never run)."""
+    d = root / tid
+    (d / "repo").mkdir(parents=True)
+    for rel, text in (files or {"README": "tiny\n"}).items():
+        (d / "repo" / rel).write_text(text)
+    data = {
+        "id": tid,
+        "category": "test",
+        "build_system": "make",
+        "issue": "synthetic",
+        "timeout_s": 120,
+        "build": build,
+        "protected": [],
+        "dependencies": {},
+    }
+    (d / "task.toml").write_text(tomli_w.dumps(data))
+    (d / "fix.patch").write_text("")
+    return load_task(d)
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (psutil: an independent view of /proc)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def processes_under(directory: str) -> list[int]:
+    """Processes whose command line or working directory refers to ``directory``."""
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "cwd", "status"]):
+        info = p.info
+        if info["status"] == psutil.STATUS_ZOMBIE or info["pid"] == os.getpid():
+            continue
+        cmd = " ".join(info["cmdline"] or [])
+        cwd = info["cwd"] or ""
+        if directory in cmd or cwd.startswith(directory):
+            out.append(info["pid"])
+    return out
