@@ -1,0 +1,1 @@
+"""inventory: warehouse stock keeping."""

@@ -1,0 +1,1 @@
+"""ledger: a tiny double-entry ledger."""

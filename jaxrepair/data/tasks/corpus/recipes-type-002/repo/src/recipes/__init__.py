@@ -1,0 +1,1 @@
+"""recipes: scaling, metric conversion, shopping lists."""

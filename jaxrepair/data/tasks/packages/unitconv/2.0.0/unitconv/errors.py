@@ -1,0 +1,2 @@
+class UnitError(ValueError):
+    """Unknown unit, or units of different dimensions."""
