@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from jaxrepair.model.config import Qwen3Config
-from jaxrepair.model.qwen3 import forward, lm_head_weight
+from jaxrepair.model.qwen3 import forward, logits_from_hidden
 
 DEFAULT_CHUNK = 1024
 
@@ -54,15 +54,11 @@ def logprobs_from_hidden(
     if chunk is not None and chunk <= 0:
         raise ValueError(f"chunk must be a positive int or None, got {chunk}")
     tau = _effective_temperature(temperature)
-    w = lm_head_weight(params, cfg)
     b, t, d = hidden.shape
     c = t if chunk is None or chunk >= t else int(chunk)
 
     def one(h_c: jax.Array, y_c: jax.Array) -> tuple[jax.Array, jax.Array]:
-        logits = jnp.einsum(
-            "btd,dv->btv", h_c.astype(w.dtype), w, preferred_element_type=jnp.float32
-        )
-        logits = logits.astype(jnp.float32) / tau
+        logits = logits_from_hidden(params, cfg, h_c) / tau
         lse = jax.nn.logsumexp(logits, axis=-1)
         tgt = jnp.take_along_axis(logits, y_c[..., None].astype(jnp.int32), axis=-1)[..., 0]
         if return_entropy:
