@@ -277,7 +277,9 @@ class GRPOConfig:
         _check("grpo", "top_k", self.top_k >= 0, ">= 0 (0 = off)", self.top_k)
         _choice("grpo", "pipeline", self.pipeline, ("simplified", "full"))
         dup = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
-        _check("grpo", "tasks", not dup and all(self.tasks), "distinct non-empty task ids", self.tasks)
+        _check(
+            "grpo", "tasks", not dup and all(self.tasks), "distinct non-empty task ids", self.tasks
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,10 @@ class DemoSettings:
     group_size: int
     max_new_tokens: int
     seq_len: int = 2048  # tasks whose simplified episode does not fit are left out
+    # GRPO sampling temperature: at 1.0 the toy SFT model never reproduced an exact edit (every
+    # group all-zero, no GRPO signal); at 0.5 some rollouts of a group succeed.
+    temperature: float = 0.5
+    grpo_lr: float = 5e-5
     workers: int = 2
     full_max_steps: int = 4
 
@@ -317,12 +321,12 @@ def run_demo(
             f"train.out_dir={out / 'grpo'}",
             f"train.init_from={out / 'sft'}",
             f"train.checkpoint_every={s.grpo_steps}",
-            "optim.lr=1e-4",
+            f"optim.lr={s.grpo_lr}",
             "optim.warmup_steps=0",
             f"grpo.tasks_per_step={s.tasks_per_step}",
             f"grpo.group_size={s.group_size}",
             f"grpo.max_new_tokens={s.max_new_tokens}",
-            "grpo.temperature=1.0",
+            f"grpo.temperature={s.temperature}",
             "grpo.pipeline=simplified",
             "grpo.kl_beta=0.0",
             "grpo.submit_unfinished=true",
