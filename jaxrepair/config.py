@@ -18,7 +18,6 @@ falls back to a default.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 import types
 import typing
@@ -110,18 +109,12 @@ class MeshConfig:
 
     def resolve(self, num_devices: int) -> dict[str, int]:
         """Concrete sizes for ``num_devices`` devices (the -1 axis takes the rest)."""
-        sizes = self.shape()
-        known = math.prod(s for s in sizes.values() if s != -1)
-        free = [k for k, s in sizes.items() if s == -1]
-        if free:
-            if num_devices % known:
-                raise ConfigError(f"mesh {sizes} cannot split {num_devices} devices")
-            sizes[free[0]] = num_devices // known
-        if math.prod(sizes.values()) != num_devices:
-            raise ConfigError(
-                f"mesh {sizes} needs {math.prod(sizes.values())} devices, {num_devices} available"
-            )
-        return sizes
+        from jaxrepair.model.sharding import ShardingError, resolve_mesh_shape
+
+        try:
+            return resolve_mesh_shape(self.shape(), num_devices)
+        except ShardingError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)

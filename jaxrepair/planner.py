@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.sharding import resolve_mesh_shape
 
 GIB = 1024**3
 _BYTES = {"float32": 4, "bfloat16": 2}
@@ -36,23 +37,6 @@ class MemoryPlan:
         return self.total <= 0.9 * self.hbm_bytes  # leave 10% for XLA scratch and fragmentation
 
 
-def _resolve_mesh(mesh: dict[str, int], devices: int) -> dict[str, int]:
-    sizes = {a: int(mesh.get(a, 1)) for a in ("data", "fsdp", "tensor")}
-    free = [a for a, s in sizes.items() if s == -1]
-    known = 1
-    for s in sizes.values():
-        known *= s if s != -1 else 1
-    if len(free) > 1 or devices % known:
-        raise ValueError(f"mesh {mesh} does not fit {devices} devices")
-    if free:
-        sizes[free[0]] = devices // known
-    if sizes["data"] * sizes["fsdp"] * sizes["tensor"] != devices:
-        raise ValueError(
-            f"mesh {sizes} needs {sizes['data'] * sizes['fsdp'] * sizes['tensor']} devices, not {devices}"
-        )
-    return sizes
-
-
 def plan_memory(
     model: str,
     *,
@@ -68,7 +52,7 @@ def plan_memory(
 ) -> MemoryPlan:
     """Bytes per device for one SFT/GRPO training step with AdamW."""
     cfg = Qwen3Config.from_hf_dir(model) if Path(model).is_dir() else Qwen3Config.preset(model)
-    sizes = _resolve_mesh(mesh, devices)
+    sizes = resolve_mesh_shape(mesh, devices)
     shard = sizes["fsdp"] * sizes["tensor"]
     tp = sizes["tensor"]
     n = cfg.num_params()

@@ -61,6 +61,32 @@ class ShardingError(ValueError):
     """A mesh that cannot hold the model (e.g. tensor parallelism that does not divide the heads)."""
 
 
+def resolve_mesh_shape(shape: Mapping[str, int] | None, num_devices: int) -> dict[str, int]:
+    """Concrete (data, fsdp, tensor) sizes for `num_devices`; one size may be -1 (the rest).
+
+    The one place mesh sizes are checked: make_mesh, the memory planner and run configs use it.
+    """
+    shape = dict(shape or {"fsdp": -1})
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+        raise ShardingError(f"unknown mesh axes {sorted(unknown)}; axes are {MESH_AXES}")
+    sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise ShardingError(f"only one mesh axis may be -1, got {free}")
+    if any(s == 0 or s < -1 for s in sizes.values()):
+        raise ShardingError(f"mesh sizes must be positive or -1, got {sizes}")
+    known = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if num_devices % known:
+            raise ShardingError(f"mesh {sizes} cannot split {num_devices} devices")
+        sizes[free[0]] = num_devices // known
+    total = math.prod(sizes.values())
+    if total != num_devices:
+        raise ShardingError(f"mesh {sizes} needs {total} devices, {num_devices} available")
+    return sizes
+
+
 def make_mesh(
     shape: Mapping[str, int] | None = None,
     devices: Sequence[jax.Device] | None = None,
@@ -71,24 +97,7 @@ def make_mesh(
     jit in/out shardings and the constraints we place on activations.
     """
     devices = list(jax.devices() if devices is None else devices)
-    shape = dict(shape or {"fsdp": -1})
-    unknown = set(shape) - set(MESH_AXES)
-    if unknown:
-        raise ShardingError(f"unknown mesh axes {sorted(unknown)}; axes are {MESH_AXES}")
-    sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
-    free = [a for a, s in sizes.items() if s == -1]
-    if len(free) > 1:
-        raise ShardingError(f"only one mesh axis may be -1, got {free}")
-    known = math.prod(s for s in sizes.values() if s != -1)
-    if any(s == 0 or s < -1 for s in sizes.values()):
-        raise ShardingError(f"mesh sizes must be positive or -1, got {sizes}")
-    if free:
-        if len(devices) % known:
-            raise ShardingError(f"{len(devices)} devices cannot be split as {shape}")
-        sizes[free[0]] = len(devices) // known
-    total = math.prod(sizes.values())
-    if total != len(devices):
-        raise ShardingError(f"mesh {sizes} needs {total} devices but {len(devices)} are available")
+    sizes = resolve_mesh_shape(shape, len(devices))
     grid = np.asarray(devices).reshape([sizes[a] for a in MESH_AXES])
     return Mesh(grid, MESH_AXES)
 
