@@ -14,7 +14,6 @@ table says so.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import random
@@ -122,23 +121,6 @@ def _prepare_out(out: Path) -> None:
     (out / "demo_running").write_text("")
 
 
-def _expert_trajectories(tasks, pipeline, sandbox, workers, path: Path, caps) -> list[dict]:
-    from jaxrepair.envs.expert import run_expert
-
-    def one(task):
-        ep, _ = run_expert(task, pipeline, sandbox, **caps)
-        rec = ep.trajectory()
-        rec["policy"] = "expert"
-        return rec
-
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        records = list(pool.map(one, tasks))
-    with open(path, "a") as f:
-        for rec in records:
-            f.write(json.dumps(rec, default=str) + "\n")
-    return records
-
-
 def _plot(out: Path, grpo_metrics: Path, table: dict[str, Any]) -> Path:
     import matplotlib
 
@@ -234,6 +216,7 @@ def run_demo(
     from jaxrepair.config import load_config
     from jaxrepair.envs import load_tasks, make_sandbox
     from jaxrepair.envs.corpus_validate import validate_corpus
+    from jaxrepair.envs.expert import collect_trajectories
     from jaxrepair.envs.farm import EnvFarm
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import Qwen3Config, init_params
@@ -274,21 +257,26 @@ def run_demo(
 
     # 2. expert trajectories -------------------------------------------------------------
     t0 = stage("2/6 expert trajectories (the teacher knows the reference fix)")
-    traj = out / "trajectories.jsonl"
-    recs = _expert_trajectories(train, "simplified", sandbox, s.workers, traj, {})
-    recs += _expert_trajectories(
-        _stratified(train, s.full_sft_tasks, 2), "full", sandbox, s.workers, traj, {"max_steps": 12}
+    traj_simple, traj_full = out / "trajectories_simplified.jsonl", out / "trajectories_full.jsonl"
+    recs = collect_trajectories(train, "simplified", sandbox, traj_simple, workers=s.workers)
+    recs += collect_trajectories(
+        _stratified(train, s.full_sft_tasks, 2),
+        "full",
+        sandbox,
+        traj_full,
+        workers=s.workers,
+        max_steps=12,
     )
     solved = sum(r["reward"] > 0 for r in recs)
     timings["expert"] = time.perf_counter() - t0
-    console.print(f"{len(recs)} expert trajectories, {solved} solved -> {traj}")
+    console.print(f"{len(recs)} expert trajectories, {solved} solved -> {traj_simple}, {traj_full}")
 
     # 3. SFT -----------------------------------------------------------------------------
     t0 = stage("3/6 SFT of a toy Qwen3 on the expert trajectories")
     base = [
         "model.preset=toy",
         "model.attention_impl=blocked",
-        f"data.train_paths={traj}",
+        f"data.train_paths={traj_simple},{traj_full}",
         f"data.seq_len={s.seq_len}",
         f"data.batch_size={s.sft_batch}",
         "optim.lr=3e-3",

@@ -9,6 +9,7 @@ the environment's own verdict.
 
 from __future__ import annotations
 
+import concurrent.futures
 import difflib
 import json
 import re
@@ -256,27 +257,35 @@ def collect_trajectories(
     sandbox: Any = None,
     out_jsonl: str | Path | None = None,
     tokenizer: Any = None,
+    workers: int = 1,
     **caps: Any,
 ) -> list[dict]:
     """Run the expert on every task and write one trajectory per line to ``out_jsonl``.
 
     Each record: task_id, pipeline, messages (Qwen3 chat roles with tool calls), tools,
     reward, outcome, validation_log_tail, and ``token_counts`` when a tokenizer is given.
+    ``workers`` > 1 runs episodes on that many threads (builds are subprocesses); records keep
+    the order of ``tasks``.
     """
     counter = _token_counter(tokenizer)
+
+    def one(task: Any) -> dict:
+        ep, _info = run_expert(task, pipeline, sandbox, **caps)
+        rec = ep.trajectory()
+        rec["policy"] = "expert"
+        if counter is not None:
+            rec["token_counts"] = counter(rec)
+        return rec
+
     records = []
     fh = open(out_jsonl, "w") if out_jsonl is not None else None  # noqa: SIM115
     try:
-        for task in tasks:
-            ep, _info = run_expert(task, pipeline, sandbox, **caps)
-            rec = ep.trajectory()
-            rec["policy"] = "expert"
-            if counter is not None:
-                rec["token_counts"] = counter(rec)
-            records.append(rec)
-            if fh is not None:
-                fh.write(json.dumps(rec, default=_json_default) + "\n")
-                fh.flush()
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+            for rec in pool.map(one, tasks):
+                records.append(rec)
+                if fh is not None:
+                    fh.write(json.dumps(rec, default=_json_default) + "\n")
+                    fh.flush()
     finally:
         if fh is not None:
             fh.close()

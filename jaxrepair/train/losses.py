@@ -103,12 +103,6 @@ def token_logprobs(
     never predict across their boundary); positions/segment_ids as in `model.forward`.
     """
     tokens, targets = jnp.asarray(tokens), jnp.asarray(targets)
-    if targets.shape != tokens.shape:
-        raise ValueError(f"targets shape {targets.shape} != tokens shape {tokens.shape}")
-    if chunk is not None and chunk <= 0:
-        raise ValueError(f"chunk must be a positive int or None, got {chunk}")
-    _effective_temperature(temperature)
-    tokens, targets = jnp.asarray(tokens), jnp.asarray(targets)
     if targets.shape != tokens.shape:  # checked before the (expensive) forward
         raise ValueError(f"targets shape {targets.shape} != tokens shape {tokens.shape}")
     if chunk is not None and chunk <= 0:
