@@ -221,6 +221,7 @@ class GRPOConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
+    generate_batch: int = 64  # most sequences per generate call (longer queues wait a call)
     pipeline: str = "simplified"
     overlap: bool = True  # collect batch k+1 while training on batch k
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
@@ -268,6 +269,7 @@ class GRPOConfig:
         _check("grpo", "temperature", self.temperature >= 0, ">= 0", self.temperature)
         _check("grpo", "top_p", 0 < self.top_p <= 1, "in (0, 1]", self.top_p)
         _check("grpo", "top_k", self.top_k >= 0, ">= 0 (0 = off)", self.top_k)
+        _check("grpo", "generate_batch", self.generate_batch >= 1, ">= 1", self.generate_batch)
         _choice("grpo", "pipeline", self.pipeline, ("simplified", "full"))
         dup = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
         _check(

@@ -60,8 +60,13 @@ class SamplingSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    # most sequences in one generate call: a larger ready queue is drained over several calls
+    # (the prefill's attention scores grow with batch x prompt length)
+    max_batch: int = 64
 
     def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature >= 0:
@@ -71,7 +76,9 @@ class SamplingSettings:
 
     @classmethod
     def from_grpo(cls, grpo: Any) -> SamplingSettings:
-        return cls(grpo.max_new_tokens, grpo.temperature, grpo.top_p, grpo.top_k)
+        return cls(
+            grpo.max_new_tokens, grpo.temperature, grpo.top_p, grpo.top_k, grpo.generate_batch
+        )
 
 
 @dataclasses.dataclass
@@ -506,7 +513,7 @@ async def collect_async(
             # linger while other episodes keep arriving (gaps < linger_s, at most max_linger_s),
             # so episodes that become ready together share one generate call
             hard = time.perf_counter() + max_linger_s
-            while in_env["n"] > 0:
+            while in_env["n"] > 0 and len(ready) < sampling.max_batch:
                 left = min(linger_s, hard - time.perf_counter())
                 if left <= 0:
                     break
@@ -515,8 +522,8 @@ async def collect_async(
                     await asyncio.wait_for(wake.wait(), left)
                 except TimeoutError:
                     break
-            batch = list(ready)
-            ready.clear()
+            batch = ready[: sampling.max_batch]
+            del ready[: sampling.max_batch]
             prompts = [ep.r.tokens for ep in batch]
             stats.batch_sizes.append(len(batch))
             stats.generate_calls += 1

@@ -164,6 +164,27 @@ def test_multi_turn_transcript_matches_the_chat_template_and_batches_generation(
         assert r.target_mask == r.loss_mask[1:] and len(r.target_logprobs) == len(r.tokens) - 1
 
 
+def test_generation_batches_never_exceed_max_batch(tok):
+    farm = FakeFarm(turns=1)
+    calls: list[int] = []
+    rollouts, stats = collect(
+        None,
+        None,
+        [FakeTask(str(i)) for i in range(5)],
+        4,
+        farm,
+        tok,
+        SamplingSettings(max_new_tokens=16, max_batch=6),
+        jax.random.key(0),
+        generate_fn=scripted_generate(tok, lambda p: "fix", calls),
+        max_seq_len=4096,
+    )
+    assert stats.complete and stats.scored == 20 and len(rollouts) == 20
+    assert sum(calls) == 20 and max(calls) <= 6 and len(calls) >= 4
+    with pytest.raises(ValueError, match="max_batch"):
+        SamplingSettings(max_batch=0)
+
+
 def test_truncation_and_infra_errors_are_accounted_and_masked(tok):
     farm = FakeFarm(turns=3, fail_reset=("-0-1-",), fail_step=("-1-2-",))
     calls: list[int] = []
