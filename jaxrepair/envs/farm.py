@@ -17,7 +17,8 @@ step), another worker rebuilds the episode from a fresh workspace by replaying t
 nothing that was built before). A failed job (worker died, hung past the step timeout, sandbox
 failure, infra_error validation) is retried up to ``max_attempts`` times and otherwise reported
 as ``infra_error``, which callers exclude from advantages. Every episode that starts ends in
-exactly one of: scored (pass/fail) or infra_error; ``accounting()`` checks it.
+exactly one of: scored (pass/fail), truncated (the caller ran out of context, tokens or turns:
+``truncate``) or infra_error; ``accounting()`` checks it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from .task import Task
 
 __all__ = [
     "INFRA",
+    "TRUNCATED",
     "EnvFarm",
     "FaultPlan",
     "SandboxStartFailure",
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 INFRA = "infra_error"
+TRUNCATED = "truncated"
 PIPELINES = ("full", "simplified")
 _HANG_COMMAND = "sleep 3600"
 
@@ -783,7 +786,10 @@ class EnvFarm:
             ep["stepping"] = False
         with self._lock:
             self._stats["steps"] += 1
-            if ep["outcome"] == INFRA:  # abandoned while the step ran: the record stands
+            if ep["outcome"] in (INFRA, TRUNCATED):  # ended by the caller while the step ran
+                if ep["outcome"] == TRUNCATED:
+                    info = {"truncated": ep.get("end_reason")}
+                    return StepResult(episode_id, "", 0.0, True, info, TRUNCATED, res.attempts)
                 reason = ep.get("infra_reason") or INFRA
                 info = {"infra_error": reason}
                 return StepResult(episode_id, "", 0.0, True, info, INFRA, res.attempts, reason)
@@ -792,25 +798,34 @@ class EnvFarm:
         return res
 
     def outcome(self, episode_id: str) -> str | None:
-        """pass | fail | infra_error once the episode ended, else None."""
+        """pass | fail | truncated | infra_error once the episode ended, else None."""
         return self._episodes[episode_id]["outcome"]
 
     def abandon(self, episode_id: str, reason: str) -> None:
         """Record an episode the caller cannot continue (e.g. generation failed) as infra_error."""
+        self._end_by_caller(episode_id, INFRA, f"abandoned: {reason}")
+
+    def truncate(self, episode_id: str, reason: str) -> None:
+        """End an episode the policy ran out of room for (context, new-token or turn cap):
+        outcome truncated, reward 0. Not an infra error: the policy's own length is the cause,
+        so callers mask it (grpo.mask_truncated) rather than exclude it as a failed build."""
+        self._end_by_caller(episode_id, TRUNCATED, reason)
+
+    def _end_by_caller(self, episode_id: str, outcome: str, reason: str) -> None:
         with self._lock:
             ep = self._episodes.get(episode_id)
             if ep is None:
                 raise KeyError(f"unknown episode {episode_id!r}")
             if ep["outcome"]:
                 return
-            self._finish(episode_id, INFRA, 0.0, f"abandoned: {reason}")
+            self._finish(episode_id, outcome, 0.0, reason)
             where = self._live.pop(episode_id, None)
             if where is not None:
                 self._slots[where[0]].drops.append(episode_id)
 
     def accounting(self) -> dict[str, Any]:
-        """started = scored + infra_error + in_flight; ``complete`` when nothing is in flight
-        and the sum holds. Infra errors are listed separately, with their reasons, and every
+        """started = scored + truncated + infra_error + in_flight; ``complete`` when nothing is
+        in flight and the sum holds. Infra errors are listed separately, with their reasons, and every
         failed attempt (retried or not) is listed per episode."""
         with self._lock:
             outcomes = Counter(e["outcome"] or "in_flight" for e in self._episodes.values())
@@ -820,6 +835,7 @@ class EnvFarm:
                 "started": s["started"],
                 "scored": s["scored"],
                 "passed": s["passed"],
+                "truncated": s["truncated"],
                 "infra_error": s["infra_error"],
                 "in_flight": in_flight,
                 "outcomes": dict(outcomes),
@@ -832,7 +848,9 @@ class EnvFarm:
                     k: list(e["failures"]) for k, e in self._episodes.items() if e.get("failures")
                 },
                 "complete": in_flight == 0
-                and s["started"] == s["scored"] + s["infra_error"] == len(self._episodes),
+                and s["started"]
+                == s["scored"] + s["truncated"] + s["infra_error"]
+                == len(self._episodes),
             }
 
     def metrics(self) -> dict[str, Any]:
@@ -844,7 +862,7 @@ class EnvFarm:
             busy = self._busy_s + sum(
                 time.monotonic() - sl.busy_since for sl in self._slots if sl.job is not None
             )
-            done = s["scored"] + s["infra_error"]
+            done = s["scored"] + s["truncated"] + s["infra_error"]
             return {
                 "workers": self.n_workers,
                 "elapsed_s": dt,
@@ -852,6 +870,7 @@ class EnvFarm:
                 "episodes_done": done,
                 "scored": s["scored"],
                 "passed": s["passed"],
+                "truncated": s["truncated"],
                 "infra_error": s["infra_error"],
                 "steps": s["steps"],
                 "jobs": s["jobs"],
@@ -885,6 +904,9 @@ class EnvFarm:
             if outcome == INFRA:
                 ep["infra_reason"] = reason or "infra_error"
                 self._stats["infra_error"] += 1
+            elif outcome == TRUNCATED:
+                ep["end_reason"] = reason
+                self._stats["truncated"] += 1
             else:
                 self._stats["scored"] += 1
                 self._stats["passed"] += int(outcome == "pass")
@@ -1132,8 +1154,8 @@ async def run_episodes_with_policy(
             obs = res.observation
         if res.done:
             return res
-        farm.abandon(eid, f"the driver's turn limit ({max_turns})")
-        return StepResult(eid, obs, 0.0, True, {}, INFRA, infra_error="turn limit")
+        farm.truncate(eid, f"the driver's turn limit ({max_turns})")
+        return StepResult(eid, obs, 0.0, True, {"truncated": "turn limit"}, TRUNCATED)
 
     results = await asyncio.gather(*(one(*s) for s in specs))
     return {r.episode_id: r for r in results}

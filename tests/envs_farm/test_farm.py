@@ -17,7 +17,7 @@ import pytest
 
 from jaxrepair.envs import make_episode, reward
 from jaxrepair.envs.expert import ExpertPolicy
-from jaxrepair.envs.farm import INFRA, EnvFarm, FaultPlan, StepResult
+from jaxrepair.envs.farm import INFRA, TRUNCATED, EnvFarm, FaultPlan, StepResult
 
 from .conftest import alive, make_task, processes_under
 
@@ -281,11 +281,22 @@ def test_bad_inputs_and_unstartable_workers(c_tasks, private_cache, tmp_path):
             farm.abandon("b", "the sampler crashed")
             res = await pending
             assert res.outcome == INFRA and "the sampler crashed" in res.infra_error
+            # truncated by the driver (the policy ran out of context): its own outcome, not an
+            # infra error, and no further steps
+            await farm.reset("c", task, "full")
+            farm.truncate("c", "max_seq_len")
+            assert farm.outcome("c") == TRUNCATED
+            with pytest.raises(ValueError, match="already ended"):
+                await farm.step("c", SUBMIT)
+            with pytest.raises(KeyError, match="unknown episode"):
+                farm.truncate("nope", "max_seq_len")
 
         slow = make_task(tmp_path / "tasks", "slow", ["sleep 1"])
         asyncio.run(misuse())
         acc = farm.accounting()
-        assert acc["complete"] and acc["outcomes"] == {"fail": 1, INFRA: 1}
+        assert acc["complete"] and acc["outcomes"] == {"fail": 1, INFRA: 1, TRUNCATED: 1}
+        assert (acc["started"], acc["scored"], acc["truncated"], acc["infra_error"]) == (3, 1, 1, 1)
+        assert farm.metrics()["episodes_done"] == 3
 
 
 def _sandbox_containers_under(directory: str) -> list[str]:
