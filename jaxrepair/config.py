@@ -225,6 +225,9 @@ class GRPOConfig:
     pipeline: str = "simplified"
     overlap: bool = True  # collect batch k+1 while training on batch k
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
+    # with dynamic_sampling: collect rounds per step, each drawing new tasks for the groups
+    # still missing, until tasks_per_step groups carry signal (1 = filter only, no refill)
+    sampling_rounds: int = 4
     mask_truncated: bool = True  # mask out episodes cut by the step/context/time cap
     # A completion cut at max_new_tokens without a stop token: False = end the episode as
     # truncated (reward 0, masked when mask_truncated); True = send it to the env as written.
@@ -269,6 +272,7 @@ class GRPOConfig:
         _check("grpo", "temperature", self.temperature >= 0, ">= 0", self.temperature)
         _check("grpo", "top_p", 0 < self.top_p <= 1, "in (0, 1]", self.top_p)
         _check("grpo", "top_k", self.top_k >= 0, ">= 0 (0 = off)", self.top_k)
+        _check("grpo", "sampling_rounds", self.sampling_rounds >= 1, ">= 1", self.sampling_rounds)
         _check("grpo", "generate_batch", self.generate_batch >= 1, ">= 1", self.generate_batch)
         _choice("grpo", "pipeline", self.pipeline, ("simplified", "full"))
         dup = sorted({t for t in self.tasks if self.tasks.count(t) > 1})

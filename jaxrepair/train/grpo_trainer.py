@@ -3,7 +3,11 @@
 One GRPO step (``jaxrepair grpo CONFIG.toml``)::
 
     tasks_per_step tasks x group_size rollouts   (rollout.collect: farm + batched sampler)
-    rewards -> group_advantages (valid mask: infra errors excluded; optional DAPO filter)
+    rewards -> group_advantages (valid mask: infra errors excluded)
+    DAPO dynamic sampling (grpo.dynamic_sampling): groups whose rewards are all equal carry no
+        signal; up to grpo.sampling_rounds collect rounds draw new tasks for them, and any
+        still missing are filled with all-equal groups that stay masked. Reward metrics and
+        rollouts.jsonl cover everything sampled, refill rounds included.
     padded arrays: tokens, targets, loss mask, sampler log-probs, advantages, truncated
     old log-probs = the trainer's log-probs under the params that sampled the batch, at the
         sampling temperature (so the ratio starts at 1; the gap to the sampler's own
@@ -24,6 +28,7 @@ resumed run continues with the same task sequence and optimizer state.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import math
@@ -114,6 +119,66 @@ def rollouts_to_batch(
         "advantages": np.asarray(advantages, np.float32),
         "truncated": np.asarray([r.truncated for r in rollouts], bool),
     }
+
+
+@dataclasses.dataclass
+class StepRollouts:
+    """What one GRPO step collected: the groups it trains on (tasks_per_step x group_size,
+    task-major), every rollout it sampled (refill rounds included), and where the task
+    sequence stands after it."""
+
+    trained: list[Rollout]
+    sampled: list[Rollout]
+    stats: RolloutStats
+    cursor: int
+    rounds: int
+
+
+def has_signal(group: Sequence[Rollout]) -> bool:
+    """At least two valid rollouts with different rewards: the group's advantages are not all
+    zero (DAPO keeps such groups)."""
+    rewards = np.asarray([r.reward for r in group], np.float32)
+    valid = np.asarray([r.valid for r in group], bool)
+    return not bool(group_stats(rewards, len(group), valid).all_equal[0])
+
+
+def collect_step(
+    collect_fn: Any,
+    draw: Any,
+    cursor: int,
+    tasks_per_step: int,
+    group_size: int,
+    refill_rounds: int | None,
+) -> StepRollouts:
+    """One step's groups, tasks drawn from `cursor` on.
+
+    `collect_fn(round, task_indices) -> (rollouts, RolloutStats)` (task-major groups);
+    `draw(start, n)` -> task indices. refill_rounds None: one round of tasks_per_step tasks,
+    every group trained. Otherwise (DAPO dynamic sampling) up to refill_rounds rounds, each
+    drawing new tasks for the groups still missing a learning signal; groups still missing
+    after the last round are filled with all-equal groups (masked by the learner).
+    """
+    kept: list[list[Rollout]] = []
+    flat: list[list[Rollout]] = []
+    sampled: list[Rollout] = []
+    stats: RolloutStats | None = None
+    drawn = rounds = 0
+    for rnd in range(refill_rounds or 1):
+        need = tasks_per_step - len(kept)
+        rs, st = collect_fn(rnd, draw(cursor + drawn, need))
+        if len(rs) != need * group_size:
+            raise RuntimeError(f"collect returned {len(rs)} rollouts for {need} x {group_size}")
+        drawn, rounds = drawn + need, rounds + 1
+        stats = st if stats is None else stats.merge(st)
+        sampled += rs
+        for i in range(need):
+            group = rs[i * group_size : (i + 1) * group_size]
+            (kept if refill_rounds is None or has_signal(group) else flat).append(group)
+        if len(kept) >= tasks_per_step:
+            break
+    batch = kept + flat[: tasks_per_step - len(kept)]
+    assert stats is not None
+    return StepRollouts([r for grp in batch for r in grp], sampled, stats, cursor + drawn, rounds)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -211,10 +276,16 @@ class GRPOLearner:
         return self.clock.busy() if self.clock is not None else _Null()
 
     def update(
-        self, rollouts: Sequence[Rollout], behaviour_params: Any, step: int
+        self,
+        rollouts: Sequence[Rollout],
+        behaviour_params: Any,
+        step: int,
+        sampled: Sequence[Rollout] | None = None,
     ) -> dict[str, float]:
         """One GRPO step on `rollouts` (task-major, group_size per task) sampled with
-        `behaviour_params`; returns host metrics."""
+        `behaviour_params`; returns host metrics. Reward metrics describe `sampled` (everything
+        the step sampled, refill rounds included; default `rollouts`): with DAPO refill the
+        trained groups are selected for mixed outcomes, so their reward is not the policy's."""
         g = self.grpo
         n = len(rollouts)
         if n % g.group_size:
@@ -258,26 +329,25 @@ class GRPOLearner:
         train_s = time.perf_counter() - t0
         out = {k: v / max(updates, 1) for k, v in sums.items()}
         n_valid = int(valid.sum())
-        trunc = np.asarray([r.truncated for r in rollouts])
+        seen = [r for r in (sampled if sampled is not None else rollouts) if r.valid]
+
+        def seen_mean(values: list[float]) -> float:
+            return float(np.mean(values)) if values else 0.0
+
         out.update(
-            reward_mean=float(rewards[valid].mean()) if n_valid else 0.0,
-            pass_rate=float(np.mean([r.outcome == "pass" for r in rollouts if r.valid]))
-            if n_valid
-            else 0.0,
+            reward_mean=seen_mean([r.reward for r in seen]),
+            pass_rate=seen_mean([r.outcome == "pass" for r in seen]),
+            truncated_frac=seen_mean([r.truncated for r in seen]),
+            tool_calls_mean=seen_mean([r.tool_calls for r in seen]),
+            tamper_rate=seen_mean([r.tampered for r in seen]),
+            reward_mean_trained=float(rewards[valid].mean()) if n_valid else 0.0,
             valid_rollouts=n_valid,
-            truncated_frac=float(trunc[valid].mean()) if n_valid else 0.0,
             groups_all_equal=int(gs.num_all_equal),
             groups_all_solved=int(gs.num_all_max),
             rows_trained=int((batch["loss_mask"].sum(axis=1) > 0).sum()),
             adv_abs_mean=float(np.abs(adv[valid]).mean()) if n_valid else 0.0,
             sampler_gap_recompute=gap_mean,
             sampler_gap_max=float(gap.max()) if gap.size else 0.0,
-            tool_calls_mean=float(np.mean([r.tool_calls for r in rollouts if r.valid]))
-            if n_valid
-            else 0.0,
-            tamper_rate=float(np.mean([r.tampered for r in rollouts if r.valid]))
-            if n_valid
-            else 0.0,
             gen_tokens_mean=float(np.mean([r.generated_tokens for r in rollouts])),
             seq_len_padded=int(batch["tokens"].shape[1]),
             updates=updates,
@@ -296,23 +366,39 @@ class _Null:
 
 # ----------------------------------------------------------------------------- run state
 class GRPOState:
-    """The data position of a GRPO run (saved in checkpoint meta as the loader state)."""
+    """The data position of a GRPO run (saved in checkpoint meta as the loader state).
+
+    Tasks are drawn one after another from a fresh seeded permutation per epoch; `cursor`
+    counts the tasks drawn so far. Without dynamic sampling a step draws exactly
+    tasks_per_step; with DAPO refill it draws until enough groups carry signal, so the
+    position is the cursor, not the step.
+    """
 
     def __init__(self, num_tasks: int, tasks_per_step: int, seed: int):
         self.num_tasks, self.tasks_per_step, self.seed = num_tasks, tasks_per_step, seed
         self.step = 0
+        self.cursor = 0
 
-    def task_indices(self, step: int) -> list[int]:
-        """Tasks of GRPO step `step`: a fresh seeded permutation of the task list per epoch."""
+    def draw(self, start: int, n: int) -> list[int]:
+        """Task indices start .. start + n - 1 of the run's seeded sequence."""
         out = []
-        for i in range(step * self.tasks_per_step, (step + 1) * self.tasks_per_step):
+        for i in range(start, start + n):
             epoch, pos = divmod(i, self.num_tasks)
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_tasks)
             out.append(int(perm[pos]))
         return out
 
+    def task_indices(self, step: int) -> list[int]:
+        """Tasks of GRPO step `step` when every step draws tasks_per_step (no refill)."""
+        return self.draw(step * self.tasks_per_step, self.tasks_per_step)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"grpo_step": self.step, "num_tasks": self.num_tasks, "seed": self.seed}
+        return {
+            "grpo_step": self.step,
+            "task_cursor": self.cursor,
+            "num_tasks": self.num_tasks,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if int(state.get("num_tasks", self.num_tasks)) != self.num_tasks:
@@ -322,6 +408,7 @@ class GRPOState:
                 state.get("num_tasks"),
             )
         self.step = int(state["grpo_step"])
+        self.cursor = int(state.get("task_cursor", self.step * self.tasks_per_step))
 
 
 def load_train_tasks(config: Any) -> list[Any]:
@@ -493,8 +580,8 @@ def run_grpo(
         ).start()
     base_key = jax.random.key(tr.seed)
 
-    def launch(step: int, params: Any) -> tuple[list[Rollout], RolloutStats]:
-        picked = [task_list[i] for i in state.task_indices(step)]
+    def collect_round(step: int, rnd: int, params: Any, picked: list[Any]):
+        key = jax.random.fold_in(base_key, step)
         return collect(
             params,
             cfg,
@@ -503,13 +590,23 @@ def run_grpo(
             farm,
             tok,
             sampling,
-            jax.random.fold_in(base_key, step),
+            key if rnd == 0 else jax.random.fold_in(key, 1_000_003 + rnd),
             g.pipeline,
             max_len,
             mesh=mesh,
-            episode_prefix=f"s{step}",
+            episode_prefix=f"s{step}" if rnd == 0 else f"s{step}r{rnd}",
             clock=clock,
             truncate_unfinished=not g.submit_unfinished,
+        )
+
+    def launch(step: int, params: Any, cursor: int) -> StepRollouts:
+        return collect_step(
+            lambda rnd, idx: collect_round(step, rnd, params, [task_list[i] for i in idx]),
+            state.draw,
+            cursor,
+            g.tasks_per_step,
+            g.group_size,
+            g.sampling_rounds if g.dynamic_sampling else None,
         )
 
     start = state.step
@@ -529,15 +626,19 @@ def run_grpo(
                 t_step0 = time.perf_counter()
                 if pending is None:
                     behaviour = trainer.params if not g.overlap else _copy_tree(trainer.params)
-                    pending = (executor.submit(launch, step, behaviour), behaviour)
+                    pending = (executor.submit(launch, step, behaviour, state.cursor), behaviour)
                 fut, behaviour = pending
-                rollouts, cstats = fut.result()
+                got: StepRollouts = fut.result()
+                rollouts, cstats = got.trained, got.stats
                 pending = None
                 if g.overlap and step + 1 < end:
                     snap = _copy_tree(trainer.params)  # the live params are donated by updates
-                    pending = (executor.submit(launch, step + 1, snap), snap)
-                metrics = learner.update(rollouts, behaviour, step)
+                    pending = (executor.submit(launch, step + 1, snap, got.cursor), snap)
+                metrics = learner.update(rollouts, behaviour, step, sampled=got.sampled)
+                metrics["sampling_rounds"] = got.rounds
+                metrics["groups_sampled"] = len(got.sampled) // g.group_size
                 state.step = step + 1
+                state.cursor = got.cursor
                 t_step1 = time.perf_counter()
                 metrics.update(cstats.to_dict())
                 metrics["idle_frac"] = clock.idle_fraction(t_step0, t_step1)
@@ -549,11 +650,14 @@ def run_grpo(
                     raise RuntimeError(
                         f"step {step}: rollout accounting incomplete {cstats.accounting}"
                     )
-                for r in rollouts:
-                    traj.write(
-                        json.dumps({"step": state.step, **r.trajectory(g.pipeline)}, default=str)
-                        + "\n"
-                    )
+                trained_ids = {r.episode_id for r in rollouts}
+                for r in got.sampled:
+                    row = {
+                        "step": state.step,
+                        "trained": r.episode_id in trained_ids,
+                        **r.trajectory(g.pipeline),
+                    }
+                    traj.write(json.dumps(row, default=str) + "\n")
                 traj.flush()
                 logger.log(state.step, metrics)
                 if logger.bar is not None:
@@ -631,7 +735,10 @@ def run_grpo(
 __all__ = [
     "GRPOLearner",
     "GRPOState",
+    "StepRollouts",
+    "collect_step",
     "grpo_loss_fn",
+    "has_signal",
     "load_train_tasks",
     "plot_reward_curve",
     "rollouts_to_batch",

@@ -236,6 +236,24 @@ class RolloutStats:
         """Every episode that started ended exactly once (scored, truncated or infra_error)."""
         return self.episodes == self.scored + self.truncated + self.infra_errors
 
+    def merge(self, other: RolloutStats) -> RolloutStats:
+        """Stats of two collects run one after the other (e.g. DAPO refill rounds)."""
+        out = RolloutStats()
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "max_queue_depth":
+                setattr(out, f.name, max(a, b))
+            elif f.name == "accounting":
+                keys = [k for k in (*a, *b) if k != "complete"]
+                acc: dict[str, Any] = {k: a.get(k, 0) + b.get(k, 0) for k in dict.fromkeys(keys)}
+                acc["complete"] = bool(a.get("complete", True) and b.get("complete", True))
+                out.accounting = acc
+            elif f.name == "farm_accounting":
+                out.farm_accounting = b or a  # the farm's own running totals: the latest
+            else:
+                setattr(out, f.name, a + b)
+        return out
+
     def to_dict(self) -> dict[str, float]:
         wall = max(self.wall_s, 1e-9)
         return {

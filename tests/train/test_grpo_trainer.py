@@ -16,12 +16,13 @@ from jaxrepair.model.sampler import generate
 from jaxrepair.train.grpo_trainer import (
     GRPOLearner,
     GRPOState,
+    collect_step,
     grpo_loss_fn,
     rollouts_to_batch,
     run_grpo,
     seq_bucket,
 )
-from jaxrepair.train.rollout import Rollout
+from jaxrepair.train.rollout import Rollout, RolloutStats
 from jaxrepair.train.trainer import Trainer, optimizer_from_config, single_device_mesh
 
 
@@ -141,6 +142,74 @@ def test_batch_layout_and_task_order():
     assert sorted(seen) == [0, 1, 2, 3, 4]
     assert st.task_indices(3) == GRPOState(5, 3, 1).task_indices(3)  # a pure function of step
 
+    # the cursor is the position: a resumed state continues where the saved one stopped
+    st.step, st.cursor = 2, 11
+    back = GRPOState(5, 3, 1)
+    back.load_state_dict(st.state_dict())
+    assert (back.step, back.cursor) == (2, 11)
+    old = GRPOState(5, 3, 1)
+    old.load_state_dict({"grpo_step": 2, "num_tasks": 5, "seed": 1})  # before refill existed
+    assert old.cursor == 6
+
+
+def _fake_collect(pattern, calls, group=4):
+    """collect_fn whose task i's group has rewards pattern(i) (or an infra error: None)."""
+
+    def collect_fn(rnd, idx):
+        calls.append((rnd, list(idx)))
+        rs = []
+        for i in idx:
+            for m, rew in enumerate(pattern(i)):
+                out = "infra_error" if rew is None else ("pass" if rew else "fail")
+                r = Rollout(str(i), 0, m, f"{rnd}-{i}-{m}", [1, 2], [0, 1], [0, -1.0], 1)
+                r.reward, r.outcome = float(rew or 0.0), out
+                rs.append(r)
+        st = RolloutStats(episodes=len(rs), scored=sum(r.valid for r in rs))
+        st.infra_errors = len(rs) - st.scored
+        st.accounting = {"started": st.episodes, "scored": st.scored, "complete": True}
+        return rs, st
+
+    return collect_fn
+
+
+def test_dynamic_sampling_refills_groups_without_signal():
+    """DAPO refill: only groups with mixed rewards fill the batch; new tasks are drawn for the
+    others (a group that is all-fail, all-pass, or has fewer than two valid rollouts carries
+    no signal); every sampled rollout is reported and the task cursor moves past all of them."""
+    mixed = [1, 0, 0, 0]
+    pattern = {0: [0] * 4, 1: mixed, 2: [1] * 4, 3: [1, None, None, None], 4: mixed, 5: mixed}
+    draw = GRPOState(100, 2, 0).draw
+    order = draw(0, 100)
+    calls: list = []
+    got = collect_step(
+        _fake_collect(lambda i: pattern.get(order.index(i) % 6, mixed), calls),
+        draw,
+        0,
+        2,
+        4,
+        refill_rounds=4,
+    )
+    # positions 0..5 of the sequence: round 0 draws 0,1 (1 kept); round 1 draws 2 (all pass);
+    # round 2 draws 3 (one valid: no signal); round 3 draws 4 (kept) -> full
+    assert [c[0] for c in calls] == [0, 1, 2, 3]
+    assert [len(c[1]) for c in calls] == [2, 1, 1, 1]
+    assert got.cursor == 5 and got.rounds == 4 and len(got.sampled) == 20
+    assert len(got.trained) == 8
+    assert {r.task_id for r in got.trained} == {str(order[1]), str(order[4])}
+    assert got.stats.episodes == 20 and got.stats.accounting["started"] == 20
+    assert got.stats.accounting["complete"]
+
+    # out of rounds: the batch keeps its shape with all-equal fillers (the learner masks them)
+    calls.clear()
+    short = collect_step(_fake_collect(lambda i: [0] * 4, calls), draw, 7, 2, 4, refill_rounds=2)
+    assert short.rounds == 2 and short.cursor == 11 and len(short.trained) == 8
+    assert len(short.sampled) == 16
+    # without dynamic sampling: one round, every group trained, whatever its rewards
+    calls.clear()
+    plain = collect_step(_fake_collect(lambda i: [0] * 4, calls), draw, 3, 2, 4, None)
+    assert len(calls) == 1 and calls[0][1] == draw(3, 2) and plain.cursor == 5
+    assert plain.trained == plain.sampled and len(plain.trained) == 8
+
 
 TASKS = "recipes-config-002,recipes-config-004,ledger-config-002"
 
@@ -175,7 +244,8 @@ def test_run_grpo_end_to_end_on_corpus_tasks_and_resume(tmp_path):
     assert acc["complete"] and acc["started"] == 2 * 4
     assert acc["scored"] + acc["truncated"] + acc["infra_error"] == 8 and acc["infra_error"] == 0
     fa = s1["farm_accounting"]
-    assert fa["complete"] and fa["started"] == fa["scored"] + fa["infra_error"] == 8
+    assert fa["complete"] and fa["infra_error"] == 0
+    assert fa["started"] == fa["scored"] + fa["truncated"] == 8
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
