@@ -28,14 +28,21 @@ def summarize(rollouts: Sequence[Rollout]) -> dict[str, Any]:
     """
     scored = [r for r in rollouts if r.valid]
     by_cat: dict[str, list[Rollout]] = collections.defaultdict(list)
+    by_task: dict[str, list[Rollout]] = collections.defaultdict(list)
     for r in scored:
         by_cat[r.info.get("category") or "?"].append(r)
+        by_task[r.task_id].append(r)
     n = max(1, len(scored))
     return {
         "episodes": len(rollouts),
         "scored": len(scored),
+        "tasks": len(by_task),
         "infra_errors": len(rollouts) - len(scored),
+        # with several samples per task: the mean over samples (avg@k) ...
         "success_rate": sum(r.reward > 0 for r in scored) / n,
+        # ... and the share of tasks solved by at least one sample (pass@k)
+        "tasks_solved_rate": sum(any(r.reward > 0 for r in rs) for rs in by_task.values())
+        / max(1, len(by_task)),
         "per_category": {
             c: {"n": len(rs), "success_rate": sum(r.reward > 0 for r in rs) / len(rs)}
             for c, rs in sorted(by_cat.items())
@@ -60,12 +67,22 @@ def evaluate(
     label: str = "eval",
     mesh: Any = None,
     full_tasks: Sequence[Any] | None = None,
+    samples: int = 1,
+    generate_fn: Any = None,
 ) -> dict[str, Any]:
-    """One greedy episode per task and pipeline; returns {pipeline: summary}.
+    """`samples` episodes per task and pipeline (default one, greedy); returns
+    {pipeline: summary}. success_rate is the mean over all samples (avg@k): with a sampling
+    temperature it measures the policy GRPO optimises, at a finer grain than one greedy answer
+    per task.
 
-    `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset.
+    `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset;
+    `generate_fn` replaces the sampler (see `rollout.collect`).
     """
     sampling = sampling or SamplingSettings(max_new_tokens=256, temperature=0.0)
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if samples > 1 and sampling.temperature == 0:
+        raise ValueError("samples > 1 with temperature 0 repeats one greedy answer; sample")
     out: dict[str, Any] = {}
     for pipeline in pipelines:
         if pipeline not in PIPELINES:
@@ -75,7 +92,7 @@ def evaluate(
             params,
             cfg,
             chosen,
-            1,
+            samples,
             farm,
             tokenizer,
             sampling,
@@ -86,12 +103,15 @@ def evaluate(
             episode_prefix=f"{label}-{pipeline}",
             # an evaluation scores every answer, finished or cut at max_new_tokens
             truncate_unfinished=False,
+            **({"generate_fn": generate_fn} if generate_fn is not None else {}),
         )
         cats = {t.id: t.category for t in chosen}
         for r in rollouts:
             r.info.setdefault("category", cats.get(r.task_id))
         summary = summarize(rollouts)
         summary["accounting_complete"] = stats.complete
+        summary["samples_per_task"] = samples
+        summary["temperature"] = sampling.temperature
         summary["fingerprints"] = sorted(
             {
                 json.dumps(r.info.get("fingerprint"), sort_keys=True)
