@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import random
 
-import jax
 import pytest
 
 from jaxrepair.train.evaluate import evaluate
