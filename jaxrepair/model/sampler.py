@@ -160,7 +160,16 @@ def _prefill(cfg, mesh, params, tokens, pad, cache, key_valid):
     """
     positions = jnp.maximum(jnp.arange(tokens.shape[1])[None, :] - pad[:, None], 0)
     _, cache = forward_cached(
-        params, cfg, tokens, positions, cache, jnp.int32(0), key_valid, mesh=mesh, logits="none"
+        params,
+        cfg,
+        tokens,
+        positions,
+        cache,
+        jnp.int32(0),
+        key_valid,
+        mesh=mesh,
+        logits="none",
+        prefill=True,
     )
     return cache
 
