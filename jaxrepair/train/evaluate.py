@@ -47,6 +47,9 @@ def summarize(rollouts: Sequence[Rollout]) -> dict[str, Any]:
             c: {"n": len(rs), "success_rate": sum(r.reward > 0 for r in rs) / len(rs)}
             for c, rs in sorted(by_cat.items())
         },
+        "per_task": {
+            t: sum(r.reward > 0 for r in rs) / len(rs) for t, rs in sorted(by_task.items())
+        },
         "mean_tool_calls": sum(r.tool_calls for r in scored) / n,
         "tamper_rate": sum(r.tampered for r in scored) / n,
         "truncated": sum(r.truncated for r in scored),

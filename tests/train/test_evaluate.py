@@ -56,6 +56,7 @@ def test_sampled_evaluation_reports_avg_and_pass_at_k(tok):
         sum(cfg_ans) / len(cfg_ans)
     )
     assert sum(calls) == 20
+    assert res["per_task"] == {t: pytest.approx(sum(v) / len(v)) for t, v in answers.items()}
 
 
 def test_evaluate_rejects_bad_sampling(tok):
