@@ -358,15 +358,19 @@ def run_demo(
             full_tasks=full_tasks,
             **common,
         )
-        held_k = evaluate(
-            params,
-            tasks=test,
-            pipelines=("simplified",),
-            sampling=sampled,
-            samples=k,
-            label=f"{name}-test-k",
-            **common,
-        )["simplified"]
+
+        def avg_at_k(tasks: Sequence[Any], split: str) -> dict[str, Any]:
+            return evaluate(
+                params,
+                tasks=tasks,
+                pipelines=("simplified",),
+                sampling=sampled,
+                samples=k,
+                label=f"{name}-{split}-k",
+                **common,
+            )["simplified"]
+
+        held_k = avg_at_k(test, "test")
         table[name] = {
             "test": {
                 "simplified": held["simplified"],
@@ -379,15 +383,7 @@ def run_demo(
             f"{held_k['success_rate']:.1%} avg@{k}; full {held['full']['success_rate']:.1%}"
         )
         if on_train:
-            seen = evaluate(
-                params,
-                tasks=train,
-                pipelines=("simplified",),
-                sampling=sampled,
-                samples=k,
-                label=f"{name}-train-k",
-                **common,
-            )["simplified"]
+            seen = avg_at_k(train, "train")
             table[name]["train"] = {f"simplified avg@{k}": seen}
             msg += f"; train simplified {seen['success_rate']:.1%} avg@{k}"
         console.print(msg)
