@@ -288,21 +288,32 @@ def forward_cached(
     query_slots = jnp.broadcast_to(slot + jnp.arange(t), (b, t))
     mask = cache_mask(query_slots, key_valid[:, :t] if prefill else key_valid)
 
-    def step(x, lp, kv):
-        k_cache, v_cache = kv
+    def step(carry, lp):
+        # the whole [L, ...] cache rides in the carry and each layer writes only its new
+        # slots: returning per-layer caches as scan outputs rewrote the full cache on every
+        # decode step (2.2x slower decode on CPU, measured)
+        x, k_all, v_all, i = carry
         q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), slot, 1)
-        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), slot, 1)
+        at = (i, jnp.int32(0), slot, jnp.int32(0), jnp.int32(0))
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
         if prefill:  # keys = the new tokens themselves (slots 0..T-1)
             a = attention(q, k, v, mask, cfg.attention_impl)
         else:
-            kc, vc = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+            kc = jax.lax.dynamic_index_in_dim(k_all, i, 0, keepdims=False).astype(q.dtype)
+            vc = jax.lax.dynamic_index_in_dim(v_all, i, 0, keepdims=False).astype(q.dtype)
             a = attention(q, kc, vc, mask, cfg.attention_impl)
         x = x + _dense(a, lp["o_proj"], in_dims=2)
         x = x + _mlp_block(cfg, lp, x, mesh)
-        return x, (k_cache, v_cache)
+        return (x, k_all, v_all, i + 1), None
 
-    x, (k_new, v_new) = _run_layers(cfg, params["layers"], x, step, (cache["k"], cache["v"]))
+    carry = (x, cache["k"], cache["v"], jnp.int32(0))
+    if cfg.scan_layers:
+        carry, _ = jax.lax.scan(step, carry, params["layers"])
+    else:
+        for layer in range(cfg.num_hidden_layers):
+            carry, _ = step(carry, jax.tree.map(lambda a, n=layer: a[n], params["layers"]))
+    x, k_new, v_new, _ = carry
     new_cache = {"k": k_new, "v": v_new}
     if logits == "none":
         return None, new_cache

@@ -79,6 +79,11 @@ def test_blocked_prefill_of_long_ragged_prompts_matches_transformers(tiny):
         assert out.tokens[i].tolist() == _hf_greedy(hf, prompt, 6), f"row {i}"
         ref = _full_forward_logprobs(params, cfg, prompt, out.tokens[i].tolist(), 0.0)
         assert np.abs(out.logprobs[i] - ref).max() <= 1e-4
+    # the layer loop unrolled (scan_layers=False) writes the same cache slots
+    unrolled = dataclasses.replace(blocked, scan_layers=False)
+    same = generate(params, unrolled, prompts, max_new_tokens=6, temperature=0.0)
+    assert same.tokens.tolist() == out.tokens.tolist()
+    np.testing.assert_allclose(same.logprobs, out.logprobs, atol=1e-5)
 
 
 def test_greedy_matches_transformers_on_tied_gqa1_model(tmp_path):
