@@ -38,3 +38,18 @@ def test_demo_quick_end_to_end(tmp_path):
     png = out / "reward_curve.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "success rate" in proc.stdout
+
+
+def test_curriculum_keeps_tasks_with_mixed_outcomes():
+    from types import SimpleNamespace
+
+    from jaxrepair.demo import curriculum
+
+    tasks = [SimpleNamespace(id=f"t{i}") for i in range(6)]
+    rates = {"t0": 0.0, "t1": 0.25, "t2": 1.0, "t3": 0.5, "t5": 0.75}  # t4 never evaluated
+    picked, rule = curriculum(tasks, rates, minimum=3)
+    assert [t.id for t in picked] == ["t1", "t3", "t5"] and rule.startswith("0 <")
+    picked, rule = curriculum(tasks, rates, minimum=4)  # too few mixed: anything solved
+    assert [t.id for t in picked] == ["t1", "t2", "t3", "t5"] and "> 0" in rule
+    picked, rule = curriculum(tasks, {}, minimum=2)  # nothing solved: every task
+    assert picked == tasks and "every" in rule
