@@ -195,9 +195,15 @@ class SFTConfig:
 
     SECTION: ClassVar[str] = "sft"
     thinking: str = "keep"  # keep or drop <think> blocks in assistant turns
+    # loss weight of every non-assistant token (system, user, tool output: the code the model
+    # reads); 0 = assistant tokens only. A small weight adds language modelling of the
+    # repositories in the prompts (OpenAI's former fine-tuning "prompt_loss_weight").
+    prompt_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("sft", "thinking", self.thinking, ("keep", "drop"))
+        w = self.prompt_loss_weight
+        _check("sft", "prompt_loss_weight", 0.0 <= w <= 1.0, "in [0, 1]", w)
 
 
 @dataclasses.dataclass(frozen=True)

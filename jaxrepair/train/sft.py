@@ -64,9 +64,11 @@ def encode_trajectories(
     tokenizer: Any,
     thinking: str = "keep",
     min_reward: float | None = None,
-) -> list[tuple[list[int], list[int]]]:
-    """(token ids, loss mask) per trajectory via the Qwen3 chat template.
+    prompt_weight: float = 0.0,
+) -> list[tuple[list[int], list[float]]]:
+    """(token ids, loss weights) per trajectory via the Qwen3 chat template.
 
+    Assistant tokens weigh 1, every other token `prompt_weight` (0: assistant tokens only).
     thinking="keep" keeps every assistant turn's <think> block, "drop" removes them.
     Trajectories with reward < min_reward (when given) are skipped and counted in the log.
     """
@@ -85,7 +87,7 @@ def encode_trajectories(
             )
         except ValueError as e:
             raise ValueError(f"{t.get('_source', 'trajectory')}: {e}") from None
-        docs.append((ids, mask))
+        docs.append((ids, [1.0 if m else prompt_weight for m in mask]))
     if skipped:
         log.info("skipped %d trajectories with reward < %s", skipped, min_reward)
     return docs
@@ -385,7 +387,12 @@ def run_sft(
     tok = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer_spec)
     thinking = config.sft.thinking
     rows = pack_documents(
-        encode_trajectories(load_trajectories(d.train_paths), tok, thinking),
+        encode_trajectories(
+            load_trajectories(d.train_paths),
+            tok,
+            thinking,
+            prompt_weight=config.sft.prompt_loss_weight,
+        ),
         d.seq_len,
         tok.pad_id,
         d.packing,

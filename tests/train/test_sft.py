@@ -86,6 +86,29 @@ def test_trajectory_jsonl_to_rows(tmp_path):
     assert text.count("<|im_end|>") == 9  # 3 assistant turns per trajectory
     assert "<tool_call>" in text and "The build fails" not in text and "passed in" not in text
     assert "I will look at src/slugkit/__init__.py first." in text
+    # a prompt loss weight: assistant targets keep weight 1, every other target gets w, and
+    # the weighted loss is the numpy weighted mean of the per-token cross-entropies
+    weighted = pack_documents(encode_trajectories(trajs, tok, prompt_weight=0.1), 1024, tok.pad_id)
+    real = weighted.segment_ids > 0
+    assert np.array_equal(weighted.targets, rows.targets)
+    np.testing.assert_allclose(weighted.loss_mask[rows.loss_mask > 0], 1.0)
+    np.testing.assert_allclose(weighted.loss_mask[real & (rows.loss_mask == 0)], 0.1)
+    assert weighted.loss_mask[~real].sum() == 0  # padding never learns
+    cfg = Qwen3Config.preset("tiny", vocab_size=tok.vocab_size)
+    params = init_params(cfg, jax.random.key(0))
+    batch = {k: jnp.asarray(v) for k, v in weighted.rows(slice(0, 1)).items()}
+    loss, _ = sft_loss_fn(cfg, chunk=256)(params, batch, None)
+    from jaxrepair.model import forward
+
+    logits = np.asarray(
+        forward(params, cfg, batch["tokens"], batch["positions"], batch["segment_ids"]),
+        np.float64,
+    )[0]
+    m = logits.max(-1, keepdims=True)
+    logz = np.log(np.exp(logits - m).sum(-1)) + m[:, 0]
+    ce = logz - logits[np.arange(logits.shape[0]), weighted.targets[0]]
+    w = weighted.loss_mask[0].astype(np.float64)
+    np.testing.assert_allclose(float(loss), (ce * w).sum() / w.sum(), rtol=2e-5)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": []}\n{"no": 1}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
