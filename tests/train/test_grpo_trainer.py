@@ -214,7 +214,7 @@ def test_dynamic_sampling_refills_groups_without_signal():
 TASKS = "recipes-config-002,recipes-config-004,ledger-config-002"
 
 
-def _smoke_config(out_dir, steps, overlap):
+def _smoke_config(out_dir, steps, overlap, *extra):
     return load_config(
         None,
         [
@@ -231,6 +231,7 @@ def _smoke_config(out_dir, steps, overlap):
             "train.checkpoint_every=1",
             "data.seq_len=1024",
             "optim.lr=1e-3",
+            *extra,
         ],
     )
 
@@ -270,8 +271,17 @@ def test_run_grpo_end_to_end_on_corpus_tasks_and_resume(tmp_path):
     ckpts = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
     assert ckpts and ckpts[-1] == s1["optimizer_updates"] == 2
     # resume: one more step continues from the checkpoint, without overlap
-    s2 = run_grpo(_smoke_config(out, 3, "off"), mesh=single_device_mesh(), progress=False)
+    # (with DAPO refill: a random policy never passes, so both rounds run, every sampled
+    # rollout is accounted and logged, and only tasks_per_step groups are trained, masked)
+    refill = ("grpo.dynamic_sampling=on", "grpo.sampling_rounds=2")
+    s2 = run_grpo(_smoke_config(out, 3, "off", *refill), mesh=single_device_mesh(), progress=False)
     assert s2["resumed"] and s2["start_step"] == 2 and s2["step"] == 3
     assert s2["optimizer_updates"] == 3 and s2["accounting"]["complete"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["sampling_rounds"] == 2 and rows[-1]["groups_sampled"] == 4
+    assert rows[-1]["rows_trained"] == 0  # all-equal fillers carry no loss
+    assert s2["accounting"]["started"] == 8 and s2["farm_accounting"]["complete"]
+    last = [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines()]
+    last = [t for t in last if t["step"] == 3]
+    assert len(last) == 8 and sum(t["trained"] for t in last) == 4
