@@ -237,8 +237,11 @@ class Qwen3Config:
         if model_type == "qwen3_moe":
             if raw.get("mlp_only_layers") or raw.get("decoder_sparse_step", 1) != 1:
                 raise ConfigError(f"{source}: mixed dense/sparse layers are not supported")
+            experts = raw.get("num_experts", raw.get("num_local_experts"))
+            if experts is None:
+                raise ConfigError(f"{source}: qwen3_moe without num_experts / num_local_experts")
             fields.update(
-                num_experts=raw["num_experts"],
+                num_experts=int(experts),  # transformers 5.x writes num_local_experts
                 num_experts_per_tok=raw["num_experts_per_tok"],
                 moe_intermediate_size=raw["moe_intermediate_size"],
                 norm_topk_prob=bool(raw.get("norm_topk_prob", True)),
@@ -287,6 +290,7 @@ class Qwen3Config:
         if self.is_moe:
             out.update(
                 num_experts=self.num_experts,
+                num_local_experts=self.num_experts,  # the name transformers 5.x reads
                 num_experts_per_tok=self.num_experts_per_tok,
                 moe_intermediate_size=self.moe_intermediate_size,
                 norm_topk_prob=self.norm_topk_prob,

@@ -49,13 +49,15 @@ class _Map:
     """One of our params <-> HF tensors (per layer when `layer` is True).
 
     kind: "copy" (same layout), "t_out" (HF [O, I] -> ours [I, *O split]),
-    "t_in" (HF [O, I] -> ours [*I split, O]).
+    "t_in" (HF [O, I] -> ours [*I split, O]). `expert`: one HF tensor per expert (Qwen3-MoE
+    saves experts that way), stacked on our axis after the layer axis.
     """
 
     ours: str
     hf: str
     kind: str
     layer: bool
+    expert: bool = False
 
 
 _LAYER_MAPS = (
@@ -67,9 +69,17 @@ _LAYER_MAPS = (
     _Map("q_norm", "model.layers.{i}.self_attn.q_norm.weight", "copy", True),
     _Map("k_norm", "model.layers.{i}.self_attn.k_norm.weight", "copy", True),
     _Map("mlp_norm", "model.layers.{i}.post_attention_layernorm.weight", "copy", True),
+)
+_DENSE_MLP_MAPS = (
     _Map("gate_proj", "model.layers.{i}.mlp.gate_proj.weight", "t_out", True),
     _Map("up_proj", "model.layers.{i}.mlp.up_proj.weight", "t_out", True),
     _Map("down_proj", "model.layers.{i}.mlp.down_proj.weight", "t_in", True),
+)
+_MOE_MAPS = (
+    _Map("router", "model.layers.{i}.mlp.gate.weight", "t_out", True),
+    _Map("experts_gate", "model.layers.{i}.mlp.experts.{e}.gate_proj.weight", "t_out", True, True),
+    _Map("experts_up", "model.layers.{i}.mlp.experts.{e}.up_proj.weight", "t_out", True, True),
+    _Map("experts_down", "model.layers.{i}.mlp.experts.{e}.down_proj.weight", "t_in", True, True),
 )
 _TOP_MAPS = (
     _Map("embed", "model.embed_tokens.weight", "copy", False),
@@ -80,7 +90,20 @@ _TOP_MAPS = (
 
 def _maps(cfg: Qwen3Config) -> list[_Map]:
     tops = [m for m in _TOP_MAPS if not (m.ours == "lm_head" and cfg.tie_word_embeddings)]
-    return tops + list(_LAYER_MAPS)
+    return tops + list(_LAYER_MAPS) + list(_MOE_MAPS if cfg.is_moe else _DENSE_MLP_MAPS)
+
+
+def _instances(m: _Map, cfg: Qwen3Config) -> Iterator[tuple[str, int, int]]:
+    """(HF tensor name, layer, expert) of every HF tensor behind one of our params."""
+    layers = range(cfg.num_hidden_layers) if m.layer else [0]
+    experts = range(cfg.num_experts) if m.expert else [0]
+    for i in layers:
+        for e in experts:
+            yield m.hf.format(i=i, e=e), i, e
+
+
+def _per_tensor_shape(m: _Map, full: tuple[int, ...]) -> tuple[int, ...]:
+    return full[int(m.layer) + int(m.expert) :]
 
 
 def _hf_shape(kind: str, ours_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -93,13 +116,7 @@ def _hf_shape(kind: str, ours_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def hf_tensor_names(cfg: Qwen3Config) -> list[str]:
     """All tensor names a Qwen3 checkpoint of this config holds."""
-    names = []
-    for m in _maps(cfg):
-        if m.layer:
-            names += [m.hf.format(i=i) for i in range(cfg.num_hidden_layers)]
-        else:
-            names.append(m.hf)
-    return names
+    return [name for m in _maps(cfg) for name, _, _ in _instances(m, cfg)]
 
 
 # ----------------------------------------------------------------------------- reading
@@ -172,9 +189,9 @@ def _check_checkpoint(src: _SafetensorsDir, cfg: Qwen3Config, shapes: Params) ->
     expected: dict[str, tuple[int, ...]] = {}
     for m in _maps(cfg):
         full = shapes["layers"][m.ours].shape if m.layer else shapes[m.ours].shape
-        per = full[1:] if m.layer else full
-        for i in range(cfg.num_hidden_layers if m.layer else 1):
-            expected[m.hf.format(i=i)] = _hf_shape(m.kind, per)
+        per = _per_tensor_shape(m, full)
+        for name, _, _ in _instances(m, cfg):
+            expected[name] = _hf_shape(m.kind, per)
     present = set(src.weight_map)
     missing = sorted(set(expected) - present)
     if missing:
@@ -216,17 +233,21 @@ def load_hf(
     np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == jnp.bfloat16 else np.dtype(dtype)
 
     def make(m: _Map, sds, sharding) -> jax.Array:
-        per_shape = sds.shape[1:] if m.layer else sds.shape
+        per_shape = _per_tensor_shape(m, sds.shape)
+        lead = int(m.layer) + int(m.expert)
 
         def callback(index: tuple[slice, ...]) -> np.ndarray:
             if not m.layer:
                 return _read_block(src, m.hf, m.kind, per_shape, index).astype(np_dtype)
-            lo, hi = _bounds(index[0], sds.shape[0])
-            blocks = [
-                _read_block(src, m.hf.format(i=i), m.kind, per_shape, index[1:]).astype(np_dtype)
-                for i in range(lo, hi)
-            ]
-            return np.stack(blocks)
+            ranges = [range(*_bounds(index[a], sds.shape[a])) for a in range(lead)]
+
+            def read(i: int, e: int = 0) -> np.ndarray:
+                name = m.hf.format(i=i, e=e)
+                return _read_block(src, name, m.kind, per_shape, index[lead:]).astype(np_dtype)
+
+            if not m.expert:
+                return np.stack([read(i) for i in ranges[0]])
+            return np.stack([np.stack([read(i, e) for e in ranges[1]]) for i in ranges[0]])
 
         return jax.make_array_from_callback(sds.shape, sharding, callback)
 
@@ -253,12 +274,18 @@ def _to_hf(kind: str, block: np.ndarray) -> np.ndarray:
 def _hf_tensors(cfg: Qwen3Config, params: Params, np_dtype) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (name, array) one tensor at a time (one layer slice on the host at a time)."""
     for m in _maps(cfg):
-        if m.layer:
-            stacked = params["layers"][m.ours]
-            for i in range(cfg.num_hidden_layers):
-                yield m.hf.format(i=i), _to_hf(m.kind, gather_to_host(stacked[i]).astype(np_dtype))
-        else:
+        if not m.layer:
             yield m.hf, _to_hf(m.kind, gather_to_host(params[m.ours]).astype(np_dtype))
+            continue
+        stacked = params["layers"][m.ours]
+        layer = None
+        for name, i, e in _instances(m, cfg):
+            if not m.expert:
+                yield name, _to_hf(m.kind, gather_to_host(stacked[i]).astype(np_dtype))
+                continue
+            if e == 0:  # one layer of all experts on the host at a time
+                layer = gather_to_host(stacked[i]).astype(np_dtype)
+            yield name, _to_hf(m.kind, layer[e])
 
 
 def save_hf(

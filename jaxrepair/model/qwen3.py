@@ -43,17 +43,12 @@ _ACT_BTD = ("batch", "length", "embed_act")
 _ACT_BTNH = ("batch", "length", "heads", "head_dim")
 
 
-def _require_dense(cfg: Qwen3Config) -> None:
-    if cfg.is_moe:
-        raise ConfigError(
-            "Qwen3-MoE (num_experts > 0) is not implemented in the forward yet; "
-            "use a dense Qwen3 config"
-        )
-
-
 def param_shapes(cfg: Qwen3Config, dtype=jnp.float32) -> Params:
-    """ShapeDtypeStruct pytree of the parameters (no memory allocated)."""
-    _require_dense(cfg)
+    """ShapeDtypeStruct pytree of the parameters (no memory allocated).
+
+    Qwen3-MoE layers hold a router [D, E] and the experts stacked on one axis
+    ([E, D, M] gate/up, [E, M, D] down, M = moe_intermediate_size) in place of the dense MLP.
+    """
     L, D, N, K, H, F, V = (
         cfg.num_hidden_layers,
         cfg.hidden_size,
@@ -76,11 +71,18 @@ def param_shapes(cfg: Qwen3Config, dtype=jnp.float32) -> Params:
             "q_norm": s(L, H),
             "k_norm": s(L, H),
             "mlp_norm": s(L, D),
-            "gate_proj": s(L, D, F),
-            "up_proj": s(L, D, F),
-            "down_proj": s(L, F, D),
         },
     }
+    if cfg.is_moe:
+        E, M = cfg.num_experts, cfg.moe_intermediate_size
+        params["layers"].update(
+            router=s(L, D, E),
+            experts_gate=s(L, E, D, M),
+            experts_up=s(L, E, D, M),
+            experts_down=s(L, E, M, D),
+        )
+    else:
+        params["layers"].update(gate_proj=s(L, D, F), up_proj=s(L, D, F), down_proj=s(L, F, D))
     if not cfg.tie_word_embeddings:
         params["lm_head"] = s(D, V)
     return params
@@ -159,8 +161,36 @@ def _attn_block(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh):
     return q, k, v
 
 
+def _moe(cfg: Qwen3Config, lp: Params, h: jax.Array) -> jax.Array:
+    """Qwen3-MoE sparse block: softmax router, top-k experts per token (weights renormalised
+    when norm_topk_prob), SwiGLU experts.
+
+    Token-expert pairs are sorted by expert and run as grouped GEMMs (`jax.lax.ragged_dot`):
+    each token pays for its k experts only, never for all E.
+    """
+    b, t, d = h.shape
+    k, e = cfg.num_experts_per_tok, cfg.num_experts
+    flat = h.reshape(b * t, d)
+    logits = jnp.dot(flat, lp["router"], preferred_element_type=jnp.float32)
+    top_w, top_i = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), k)
+    if cfg.norm_topk_prob:
+        top_w = top_w / jnp.sum(top_w, axis=-1, keepdims=True)
+    expert_of = top_i.reshape(-1)
+    order = jnp.argsort(expert_of, stable=True)
+    token_of = order // k
+    sizes = jnp.bincount(expert_of, length=e).astype(jnp.int32)
+    xs = flat[token_of]
+    g = jax.lax.ragged_dot(xs, lp["experts_gate"], sizes)
+    u = jax.lax.ragged_dot(xs, lp["experts_up"], sizes)
+    y = jax.lax.ragged_dot(jax.nn.silu(g) * u, lp["experts_down"], sizes)
+    y = y * top_w.reshape(-1)[order][:, None].astype(y.dtype)
+    return jnp.zeros_like(flat).at[token_of].add(y).reshape(b, t, d)
+
+
 def _mlp_block(cfg: Qwen3Config, lp: Params, x, mesh):
     h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+    if cfg.is_moe:
+        return _moe(cfg, lp, h)
     g = _dense(h, lp["gate_proj"])
     u = _dense(h, lp["up_proj"])
     y = constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"), mesh)
@@ -219,7 +249,6 @@ def forward(
     segment_ids [B, T] (int, 0 = padding) keep packed documents from attending to each other;
     positions default to the index within each segment.
     """
-    _require_dense(cfg)
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
@@ -280,7 +309,6 @@ def forward_cached(
     """
     if logits not in ("all", "last", "none"):
         raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
-    _require_dense(cfg)
     b, t = tokens.shape
     dtype = params["embed"].dtype
     x = jnp.take(params["embed"], tokens, axis=0)

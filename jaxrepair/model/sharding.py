@@ -54,6 +54,10 @@ PARAM_AXES: dict[str, tuple[str, ...]] = {
     "layers/gate_proj": ("layers", "embed", "mlp"),
     "layers/up_proj": ("layers", "embed", "mlp"),
     "layers/down_proj": ("layers", "mlp", "embed"),
+    "layers/router": ("layers", "embed", "experts"),
+    "layers/experts_gate": ("layers", "experts", "embed", "mlp"),
+    "layers/experts_up": ("layers", "experts", "embed", "mlp"),
+    "layers/experts_down": ("layers", "experts", "mlp", "embed"),
 }
 
 
@@ -137,10 +141,11 @@ def logical_to_spec(
 def check_mesh_fits(cfg: Qwen3Config, mesh: Mesh) -> None:
     """Fail early, naming the numbers, when tensor parallelism cannot split heads or MLP evenly."""
     tp = mesh.shape.get("tensor", 1)
+    mlp = "moe_intermediate_size" if cfg.is_moe else "intermediate_size"
     for what, n in (
         ("num_attention_heads", cfg.num_attention_heads),
         ("num_key_value_heads", cfg.num_key_value_heads),
-        ("intermediate_size", cfg.intermediate_size),
+        (mlp, getattr(cfg, mlp)),
     ):
         if n % tp:
             raise ShardingError(
