@@ -206,13 +206,15 @@ def test_grad_accumulation_and_bf16_and_sharded_step(small, tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_sft_drives_loss_down_tenfold(tmp_path):
+@pytest.mark.parametrize("preset", ["tiny", "tiny-moe"])
+def test_sft_drives_loss_down_tenfold(tmp_path, preset):
     from jaxrepair.config import load_config
 
     traj = write_trajectories(tmp_path / "traj.jsonl", n=8)
     cfg = load_config(
         None,
         [
+            f"model.preset={preset}",
             f"data.train_paths={traj}",
             f"data.eval_paths={traj}",
             "data.seq_len=512",
