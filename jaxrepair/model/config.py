@@ -309,35 +309,22 @@ def _first_id(value: Any) -> int | None:
 _QWEN3_COMMON = dict(vocab_size=151936, rope_theta=1_000_000.0, rms_norm_eps=1e-6, head_dim=128)
 
 # Published hyperparameters (Qwen/Qwen3-*/config.json).
+_TINY: dict[str, Any] = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    rope_theta=10000.0,
+    tie_word_embeddings=True,
+    max_position_embeddings=4096,
+)
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        rope_theta=10000.0,
-        tie_word_embeddings=True,
-        max_position_embeddings=4096,
-    ),
+    "tiny": _TINY,
     # tiny with every MLP a Qwen3-MoE block (4 experts, top 2): MoE code paths in seconds
-    "tiny-moe": dict(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        rope_theta=10000.0,
-        tie_word_embeddings=True,
-        max_position_embeddings=4096,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=64,
-    ),
+    "tiny-moe": dict(_TINY, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64),
     # Small enough to train on a laptop CPU in minutes, sized for the tiny BPE tokenizer
     # (4096 ids): what `jaxrepair demo` trains.
     "toy": dict(

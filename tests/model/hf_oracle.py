@@ -45,15 +45,19 @@ def make_hf_model(
         rms_norm_eps=1e-6,
         attn_implementation="eager",
     )
-    model = Qwen3ForCausalLM(cfg).eval()
+    model = randomize(Qwen3ForCausalLM(cfg).eval(), 0.08).to(dtype)
+    model.save_pretrained(out_dir)
+    return model
+
+
+def randomize(model: Any, std: float) -> Any:
+    """Random weights (std) and norm weights around 1 (HF's 1.0 would hide a missing norm)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
-                p.copy_(0.08 * torch.randn_like(p))
-    model = model.to(dtype)
-    model.save_pretrained(out_dir)
+                p.copy_(std * torch.randn_like(p))
     return model
 
 

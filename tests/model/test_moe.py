@@ -14,7 +14,7 @@ from jaxrepair.model import forward, load_hf, make_mesh, save_hf
 from jaxrepair.model.hf import hf_tensor_names
 from jaxrepair.model.qwen3 import _moe
 from jaxrepair.model.sampler import generate
-from tests.model.hf_oracle import hf_logits
+from tests.model.hf_oracle import hf_logits, randomize
 
 
 def make_hf_moe(out_dir, *, seed=0, norm_topk_prob=True, tie=False) -> Qwen3MoeForCausalLM:
@@ -35,13 +35,7 @@ def make_hf_moe(out_dir, *, seed=0, norm_topk_prob=True, tie=False) -> Qwen3MoeF
         max_position_embeddings=256,
         attn_implementation="eager",
     )
-    model = Qwen3MoeForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.1 * torch.randn_like(p))
+    model = randomize(Qwen3MoeForCausalLM(cfg).eval(), 0.1)
     model.save_pretrained(out_dir)
     return model
 
