@@ -60,18 +60,28 @@ def _has_accelerator_hint() -> bool:
     return bool(os.environ.get("JAXREPAIR_BENCH_ACCEL"))
 
 
-def make_reference_hf_model(out_dir: Path | None = None, seed: int = 0) -> Path:
-    """Save a random HF Qwen3 with REFERENCE_CONFIG (in a torch subprocess) and return its dir."""
+# The MoE reference: the same attention, every MLP 8 experts of 384 with 2 active per token.
+REFERENCE_MOE_CONFIG: dict[str, Any] = dict(
+    REFERENCE_CONFIG, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=384
+)
+
+
+def make_reference_hf_model(out_dir: Path | None = None, seed: int = 0, moe: bool = False) -> Path:
+    """Save a random HF Qwen3 (Qwen3-MoE when `moe`) with the reference config, in a torch
+    subprocess, and return its dir."""
     out = Path(out_dir or tempfile.mkdtemp(prefix="jaxrepair-bench-"))
     code = """
 import json, sys, torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
+import transformers
 torch.manual_seed(int(sys.argv[2]))
-cfg = Qwen3Config(**json.loads(sys.argv[3]))
-Qwen3ForCausalLM(cfg).save_pretrained(sys.argv[1])
+kind = "Qwen3Moe" if sys.argv[4] == "moe" else "Qwen3"
+cfg = getattr(transformers, kind + "Config")(**json.loads(sys.argv[3]))
+getattr(transformers, kind + "ForCausalLM")(cfg).save_pretrained(sys.argv[1])
 print(json.dumps({"ok": True}))
 """
-    run_json(code, str(out), str(seed), json.dumps(REFERENCE_CONFIG), framework="torch")
+    config = REFERENCE_MOE_CONFIG if moe else REFERENCE_CONFIG
+    kind = "moe" if moe else "dense"
+    run_json(code, str(out), str(seed), json.dumps(config), kind, framework="torch")
     return out
 
 

@@ -5,6 +5,7 @@ ratio jaxrepair/PyTorch comes from the same run, and model FLOP/s is reported as
 the machine's measured matmul peak (MFU).
 
     python benchmarks/model_vs_torch.py [--model HF_DIR] [--batch 4] [--seq 512] [--repeats 5]
+    python benchmarks/model_vs_torch.py --moe     # the Qwen3-MoE reference (8 experts, top 2)
 """
 
 from __future__ import annotations
@@ -130,9 +131,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--moe", action="store_true", help="random Qwen3-MoE reference config")
     args = ap.parse_args()
 
-    model_dir = Path(args.model) if args.model else make_reference_hf_model()
+    model_dir = Path(args.model) if args.model else make_reference_hf_model(moe=args.moe)
+    name = "model_vs_torch_moe" if args.moe else "model_vs_torch"
     common = (str(model_dir), str(args.batch), str(args.seq), str(args.repeats), args.dtype)
     print(f"model: {model_dir}  batch {args.batch} x {args.seq} tokens, {args.dtype}", flush=True)
     jx = run_json(JAX_CODE, *common, framework="jax")
@@ -185,10 +188,10 @@ def main() -> None:
         "phases": rows,
         "raw": {"jax": jx, "torch": pt},
     }
-    path = save_results(out, "model_vs_torch", results)
+    path = save_results(out, name, results)
     bar_chart(
-        out / "model_vs_torch.png",
-        f"Qwen3 {jx['num_params'] / 1e6:.0f}M, batch {args.batch}x{args.seq} ({jx['backend']})",
+        out / f"{name}.png",
+        f"Qwen3{'-MoE' if args.moe else ''} {jx['num_params'] / 1e6:.0f}M, batch {args.batch}x{args.seq} ({jx['backend']})",
         {
             p: {
                 "jaxrepair": r["jaxrepair"]["tokens_per_s"],
@@ -198,7 +201,7 @@ def main() -> None:
         },
         "tokens/s",
     )
-    print(f"\nwrote {path} and {out / 'model_vs_torch.png'}")
+    print(f"\nwrote {path} and {out / f'{name}.png'}")
     print(json.dumps({p: round(r["ratio_jax_over_torch"], 3) for p, r in rows.items()}))
 
 
