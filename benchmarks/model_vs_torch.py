@@ -135,7 +135,7 @@ def main() -> None:
     args = ap.parse_args()
 
     model_dir = Path(args.model) if args.model else make_reference_hf_model(moe=args.moe)
-    name = "model_vs_torch_moe" if args.moe else "model_vs_torch"
+    bench_name = "model_vs_torch_moe" if args.moe else "model_vs_torch"
     common = (str(model_dir), str(args.batch), str(args.seq), str(args.repeats), args.dtype)
     print(f"model: {model_dir}  batch {args.batch} x {args.seq} tokens, {args.dtype}", flush=True)
     jx = run_json(JAX_CODE, *common, framework="jax")
@@ -188,9 +188,9 @@ def main() -> None:
         "phases": rows,
         "raw": {"jax": jx, "torch": pt},
     }
-    path = save_results(out, name, results)
+    path = save_results(out, bench_name, results)
     bar_chart(
-        out / f"{name}.png",
+        out / f"{bench_name}.png",
         f"Qwen3{'-MoE' if args.moe else ''} {jx['num_params'] / 1e6:.0f}M, batch {args.batch}x{args.seq} ({jx['backend']})",
         {
             p: {
@@ -201,7 +201,7 @@ def main() -> None:
         },
         "tokens/s",
     )
-    print(f"\nwrote {path} and {out / f'{name}.png'}")
+    print(f"\nwrote {path} and {out / (bench_name + '.png')}")
     print(json.dumps({p: round(r["ratio_jax_over_torch"], 3) for p, r in rows.items()}))
 
 
