@@ -786,10 +786,11 @@ class EnvFarm:
             ep["stepping"] = False
         with self._lock:
             self._stats["steps"] += 1
-            if ep["outcome"] in (INFRA, TRUNCATED):  # ended by the caller while the step ran
-                if ep["outcome"] == TRUNCATED:
-                    info = {"truncated": ep.get("end_reason")}
-                    return StepResult(episode_id, "", 0.0, True, info, TRUNCATED, res.attempts)
+            # ended by the caller (truncate / abandon) while the step ran: the record stands
+            if ep["outcome"] == TRUNCATED:
+                info = {"truncated": ep.get("end_reason")}
+                return StepResult(episode_id, "", 0.0, True, info, TRUNCATED, res.attempts)
+            if ep["outcome"] == INFRA:
                 reason = ep.get("infra_reason") or INFRA
                 info = {"infra_error": reason}
                 return StepResult(episode_id, "", 0.0, True, info, INFRA, res.attempts, reason)

@@ -336,11 +336,7 @@ def forward_cached(
         return (x, k_all, v_all, i + 1), None
 
     carry = (x, cache["k"], cache["v"], jnp.int32(0))
-    if cfg.scan_layers:
-        carry, _ = jax.lax.scan(step, carry, params["layers"])
-    else:
-        for layer in range(cfg.num_hidden_layers):
-            carry, _ = step(carry, jax.tree.map(lambda a, n=layer: a[n], params["layers"]))
+    carry, _ = _run_layers(cfg, params["layers"], carry, lambda c, lp, _e: step(c, lp))
     x, k_new, v_new, _ = carry
     new_cache = {"k": k_new, "v": v_new}
     if logits == "none":

@@ -106,7 +106,7 @@ def evaluate(
             episode_prefix=f"{label}-{pipeline}",
             # an evaluation scores every answer, finished or cut at max_new_tokens
             truncate_unfinished=False,
-            **({"generate_fn": generate_fn} if generate_fn is not None else {}),
+            generate_fn=generate_fn,
         )
         cats = {t.id: t.category for t in chosen}
         for r in rollouts:

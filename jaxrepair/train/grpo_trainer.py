@@ -388,10 +388,6 @@ class GRPOState:
             out.append(int(perm[pos]))
         return out
 
-    def task_indices(self, step: int) -> list[int]:
-        """Tasks of GRPO step `step` when every step draws tasks_per_step (no refill)."""
-        return self.draw(step * self.tasks_per_step, self.tasks_per_step)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "grpo_step": self.step,

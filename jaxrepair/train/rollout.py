@@ -228,13 +228,24 @@ class RolloutStats:
     max_queue_depth: int = 0
     cache_hits: int = 0
     builds: int = 0
-    accounting: dict[str, Any] = dataclasses.field(default_factory=dict)
     farm_accounting: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         """Every episode that started ended exactly once (scored, truncated or infra_error)."""
         return self.episodes == self.scored + self.truncated + self.infra_errors
+
+    @property
+    def accounting(self) -> dict[str, Any]:
+        """started = scored + truncated + infra_error, from the driver's own counts."""
+        return {
+            "started": self.episodes,
+            "scored": self.scored,
+            "passed": self.passed,
+            "truncated": self.truncated,
+            "infra_error": self.infra_errors,
+            "complete": self.complete,
+        }
 
     def merge(self, other: RolloutStats) -> RolloutStats:
         """Stats of two collects run one after the other (e.g. DAPO refill rounds)."""
@@ -243,11 +254,6 @@ class RolloutStats:
             a, b = getattr(self, f.name), getattr(other, f.name)
             if f.name == "max_queue_depth":
                 setattr(out, f.name, max(a, b))
-            elif f.name == "accounting":
-                keys = [k for k in (*a, *b) if k != "complete"]
-                acc: dict[str, Any] = {k: a.get(k, 0) + b.get(k, 0) for k in dict.fromkeys(keys)}
-                acc["complete"] = bool(a.get("complete", True) and b.get("complete", True))
-                out.accounting = acc
             elif f.name == "farm_accounting":
                 out.farm_accounting = b or a  # the farm's own running totals: the latest
             else:
@@ -582,14 +588,6 @@ async def collect_async(
     farm_m1 = farm.metrics() if hasattr(farm, "metrics") else {}
     for k, attr in (("cache_hits", "cache_hits"), ("builds", "builds")):
         setattr(stats, attr, int(farm_m1.get(k, 0)) - int(farm_m0.get(k, 0)))
-    stats.accounting = {
-        "started": stats.episodes,
-        "scored": stats.scored,
-        "passed": stats.passed,
-        "truncated": stats.truncated,
-        "infra_error": stats.infra_errors,
-        "complete": stats.complete,
-    }
     if hasattr(farm, "accounting"):
         stats.farm_accounting = farm.accounting()
     return [ep.r for ep in episodes], stats

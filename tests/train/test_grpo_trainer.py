@@ -138,9 +138,9 @@ def test_batch_layout_and_task_order():
     with pytest.raises(ValueError, match="longer than"):
         seq_bucket(2000, 1024)
     st = GRPOState(num_tasks=5, tasks_per_step=3, seed=1)
-    seen = st.task_indices(0) + st.task_indices(1)[:2]  # one epoch: each task exactly once
+    seen = st.draw(0, 3) + st.draw(3, 2)  # one epoch: each task exactly once
     assert sorted(seen) == [0, 1, 2, 3, 4]
-    assert st.task_indices(3) == GRPOState(5, 3, 1).task_indices(3)  # a pure function of step
+    assert st.draw(9, 3) == GRPOState(5, 3, 1).draw(9, 3)  # a pure function of the position
 
     # the cursor is the position: a resumed state continues where the saved one stopped
     st.step, st.cursor = 2, 11
@@ -164,9 +164,8 @@ def _fake_collect(pattern, calls, group=4):
                 r = Rollout(str(i), 0, m, f"{rnd}-{i}-{m}", [1, 2], [0, 1], [0, -1.0], 1)
                 r.reward, r.outcome = float(rew or 0.0), out
                 rs.append(r)
-        st = RolloutStats(episodes=len(rs), scored=sum(r.valid for r in rs))
-        st.infra_errors = len(rs) - st.scored
-        st.accounting = {"started": st.episodes, "scored": st.scored, "complete": True}
+        scored = sum(r.valid for r in rs)
+        st = RolloutStats(episodes=len(rs), scored=scored, infra_errors=len(rs) - scored)
         return rs, st
 
     return collect_fn
