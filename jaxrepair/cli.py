@@ -65,15 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="memory plan per device for a model, mesh and batch")
     p.add_argument(
-        "--config", default=None, help="take model, mesh, batch and seq from a run config"
+        "--config",
+        default=None,
+        help="plan a run config at its [mesh] devices/hbm_gib (the other flags are ignored, "
+        "except --devices, --hbm-gib and --kind when given)",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --config: override a config field, e.g. --set data.seq_len=65536",
+    )
+    p.add_argument("--kind", default=None, choices=["sft", "grpo"], help="default: sft")
     p.add_argument("--model", default="qwen3-32b", help="preset name or HF directory")
-    p.add_argument("--devices", type=int, default=8)
+    p.add_argument("--devices", type=int, default=None, help="device count (default 8)")
     p.add_argument("--mesh", default="fsdp=-1", help="e.g. data=2,fsdp=4,tensor=2")
-    p.add_argument("--batch", type=int, default=8, help="global batch (sequences)")
+    p.add_argument("--batch", type=int, default=8, help="rows per optimizer update")
     p.add_argument("--seq", type=int, default=8192)
-    p.add_argument("--hbm-gib", type=float, default=80.0, help="memory per device")
+    p.add_argument("--hbm-gib", type=float, default=None, help="memory per device (default 80)")
     p.add_argument("--remat", default="full", choices=["none", "full", "save_dots"])
+    p.add_argument("--attention", default="xla", help="attention_impl (xla, blocked, splash, ...)")
+    p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16"])
     return parser
 
@@ -90,38 +104,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd = args.command
     if cmd == "plan":
-        from jaxrepair.planner import format_plan, plan_memory
-
-        mesh = {k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(",") if kv)}
-        model, batch, seq, remat, pdt = (
-            args.model,
-            args.batch,
-            args.seq,
-            args.remat,
-            args.param_dtype,
+        from jaxrepair.config import ConfigError, load_config
+        from jaxrepair.planner import (
+            PlanError,
+            format_plan,
+            parse_mesh,
+            plan_for_config,
+            plan_memory,
         )
-        if args.config:
-            from jaxrepair.config import load_config
 
-            rc = load_config(args.config, [])
-            model = rc.model.hf_dir or rc.model.preset
-            mesh = {"data": rc.mesh.data, "fsdp": rc.mesh.fsdp, "tensor": rc.mesh.tensor}
-            batch, seq, remat, pdt = (
-                rc.data.batch_size,
-                rc.data.seq_len,
-                rc.model.remat,
-                rc.model.param_dtype,
-            )
-        plan = plan_memory(
-            model,
-            devices=args.devices,
-            mesh=mesh,
-            global_batch=batch,
-            seq_len=seq,
-            remat=remat,
-            param_dtype=pdt,
-            hbm_gib=args.hbm_gib,
-        )
+        try:
+            if args.config:
+                plan = plan_for_config(
+                    load_config(args.config, args.overrides),
+                    args.devices,
+                    args.hbm_gib,
+                    args.kind,
+                )
+            else:
+                plan = plan_memory(
+                    args.model,
+                    devices=8 if args.devices is None else args.devices,
+                    mesh=parse_mesh(args.mesh),
+                    global_batch=args.batch,
+                    seq_len=args.seq,
+                    remat=args.remat,
+                    param_dtype=args.param_dtype,
+                    hbm_gib=80.0 if args.hbm_gib is None else args.hbm_gib,
+                    attention_impl=args.attention,
+                    grad_accum=args.grad_accum,
+                    kind=args.kind or "sft",
+                )
+        except (PlanError, ConfigError, FileNotFoundError) as e:
+            print(f"jaxrepair plan: {e}", file=sys.stderr)
+            return 2
         print(format_plan(plan))
         return 0 if plan.fits else 1
     if cmd == "envs":
@@ -146,17 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.json_out, "w") as f:
                 json.dump(report.to_dict() if hasattr(report, "to_dict") else report, f, indent=2)
         return 0 if getattr(report, "ok", True) else 1
-    if cmd == "import-hf":
-        from jaxrepair.train.checkpoint import import_hf
+    if cmd in ("import-hf", "export-hf"):
+        # several processes (one per host) convert together: collectives, written once
+        from jaxrepair.distributed import maybe_initialize
+        from jaxrepair.train.checkpoint import export_hf, import_hf
 
-        import_hf(args.hf_dir, args.out)
-        print(f"wrote orbax checkpoint {args.out}")
-        return 0
-    if cmd == "export-hf":
-        from jaxrepair.train.checkpoint import export_hf
-
-        export_hf(args.ckpt, args.out, step=args.step)
-        print(f"wrote Hugging Face directory {args.out}")
+        maybe_initialize()
+        if cmd == "import-hf":
+            import_hf(args.hf_dir, args.out)
+            print(f"wrote orbax checkpoint {args.out}")
+        else:
+            export_hf(args.ckpt, args.out, step=args.step)
+            print(f"wrote Hugging Face directory {args.out}")
         return 0
 
     from jaxrepair.config import load_config

@@ -94,6 +94,10 @@ class MeshConfig:
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    # The launch this config is sized for (what `jaxrepair plan --config` checks): the device
+    # count and the memory per device in GiB. None = not stated.
+    devices: int | None = None
+    hbm_gib: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("data", "fsdp", "tensor"):
@@ -102,6 +106,11 @@ class MeshConfig:
         free = [k for k in ("data", "fsdp", "tensor") if getattr(self, k) == -1]
         if len(free) > 1:
             raise ConfigError(f"mesh: only one axis may be -1 (the rest), got {free} all -1")
+        if self.devices is not None:
+            _check("mesh", "devices", self.devices >= 1, ">= 1 or none", self.devices)
+            self.resolve(self.devices)  # the axes must split the stated device count
+        if self.hbm_gib is not None:
+            _check("mesh", "hbm_gib", self.hbm_gib > 0, "> 0 or none", self.hbm_gib)
 
     def shape(self) -> dict[str, int]:
         """Axis sizes for ``jaxrepair.model.make_mesh``."""
@@ -301,6 +310,9 @@ class EnvsConfig:
     max_context_tokens: int = 16384  # full pipeline: context cap per episode
     retries: int = 1  # infra failures retried before an episode is recorded as infra_error
     cache_validation: bool = True  # identical final workspaces are built once
+    # chaos: hold every reset/step back a random 0..latency_jitter_s s (seeded per process);
+    # results must not depend on it
+    latency_jitter_s: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("envs", "sandbox", self.sandbox, ("local", "docker"))
@@ -316,6 +328,9 @@ class EnvsConfig:
             self.max_context_tokens,
         )
         _check("envs", "retries", self.retries >= 0, ">= 0", self.retries)
+        _check(
+            "envs", "latency_jitter_s", self.latency_jitter_s >= 0, ">= 0", self.latency_jitter_s
+        )
 
 
 @dataclasses.dataclass(frozen=True)

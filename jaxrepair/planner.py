@@ -1,21 +1,58 @@
 """Memory planner: will a training step of this model fit per device on this mesh?
 
-An estimate from first principles (parameters, AdamW state, gradients, saved activations and
-the largest transient of one layer), so a researcher can choose the mesh and batch before
-queueing on a pod. It deliberately rounds up; XLA's own buffer assignment is the final word
-(`jax.jit(...).lower(...).compile().memory_analysis()`).
+Counts, per device, the buffers XLA allocates for the real train step
+(`jaxrepair.train.trainer.build_step_fn` under `Trainer`'s shardings, with the SFT or GRPO
+loss) so a researcher can choose the mesh and batch before queueing on a pod:
+
+- persistent state: parameters, AdamW moments (both in the parameter dtype, as optax keeps
+  them), the batch arrays;
+- what lives through the backward pass: gradients (plus an accumulator with grad_accum > 1),
+  the compute-dtype copy of the parameters, one gathered layer and its unreduced gradient,
+  the gathered lm head with its full-vocabulary gradient, the activations the remat policy
+  saves, the packed-row segment mask [B, 1, T, T] (dense kernels only);
+- the largest transient: the recomputed backward of one layer (dense attention keeps four
+  [B, N, T, T] float32 buffers and a broadcast mask; "blocked" the causal part of them; the
+  flash kernels "cudnn" and "splash" only [T, block] tiles), the lm-head chunk of the loss, or
+  the optimizer update;
+- GRPO only: the sampler's KV cache (in the parameter dtype, the params it samples with) and
+  its prefill, the overlap snapshots (a copy of the params for the batch being collected while
+  the previous batch's behaviour params are still in use), the frozen reference params when
+  kl_beta > 0; the learner trains `minibatch_size` rows per update.
+
+`tests/test_planner_vs_xla.py` compiles the train step on 8 CPU devices and requires
+plan / XLA between 1.0 and 1.5; XLA's own buffer assignment
+(`jax.jit(step).lower(...).compile().memory_analysis()`) stays the final word on hardware.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from pathlib import Path
+from typing import Any
 
 from jaxrepair.model.config import Qwen3Config
-from jaxrepair.model.sharding import resolve_mesh_shape
+from jaxrepair.model.sharding import (
+    ShardingError,
+    check_mesh_fits,
+    logical_to_spec,
+    param_logical_axes,
+    resolve_mesh_shape,
+)
 
 GIB = 1024**3
-_BYTES = {"float32": 4, "bfloat16": 2}
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+FLASH_IMPLS = ("cudnn", "splash")  # kernels that never hold a [T, T] buffer
+FLASH_BLOCK = 512  # query/key tile of the flash kernels (rows of a [T, block] score tile)
+BLOCKED_BLOCK = 256  # query block of the "blocked" kernel (jaxrepair.model.attention.BLOCK)
+HEADROOM = 0.9  # a plan fits when it uses at most this share of the device memory
+KINDS = ("sft", "grpo")
+ACCUM_LOSS_FACTOR = 2.0
+
+
+class PlanError(ValueError):
+    """A plan request that cannot be answered as given (bad mesh, batch or option)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +64,8 @@ class MemoryPlan:
     seq_len: int
     rows: dict[str, float]  # component -> bytes per device
     hbm_bytes: float
+    kind: str = "sft"
+    notes: tuple[str, ...] = ()
 
     @property
     def total(self) -> float:
@@ -34,7 +73,78 @@ class MemoryPlan:
 
     @property
     def fits(self) -> bool:
-        return self.total <= 0.9 * self.hbm_bytes  # leave 10% for XLA scratch and fragmentation
+        return self.total <= HEADROOM * self.hbm_bytes  # 10% for XLA scratch and fragmentation
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """ "data=2,fsdp=-1,tensor=4" -> sizes; a malformed item raises PlanError naming it."""
+    out: dict[str, int] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = int(value) if sep else int("x")
+        except ValueError:
+            raise PlanError(
+                f"mesh item {item!r} is not axis=size (e.g. data=2,fsdp=-1,tensor=4)"
+            ) from None
+    return out
+
+
+def _model_config(model: str) -> Qwen3Config:
+    if Path(model).is_dir():
+        return Qwen3Config.from_hf_dir(model)
+    return Qwen3Config.preset(model)
+
+
+def _shard_bytes(cfg: Qwen3Config, sizes: dict[str, int], dtype_bytes: int) -> float:
+    """Exact per-device bytes of the params under the sharding rules (norms replicated)."""
+    from jaxrepair.model.qwen3 import param_shapes
+
+    mesh = types.SimpleNamespace(shape=sizes)
+    shapes = param_shapes(cfg)
+    axes = param_logical_axes(shapes)
+    total = 0.0
+
+    def add(ax: tuple[str, ...], shape: tuple[int, ...]) -> None:
+        nonlocal total
+        spec = logical_to_spec(ax, mesh, shape)
+        n = 1
+        for dim, part in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)), strict=True):
+            split = 1
+            if part is not None:
+                for a in (part,) if isinstance(part, str) else part:
+                    split *= sizes[a]
+            n *= -(-dim // split)
+        total += n * dtype_bytes
+
+    for key, value in shapes.items():
+        if isinstance(value, dict):
+            for k, sds in value.items():
+                add(axes[key][k], sds.shape)
+        else:
+            add(axes[key], value.shape)
+    return total
+
+
+def _split(n: int, tp: int) -> float:
+    """n divided over the tensor axis when it divides (the sharding rules' fallback otherwise)."""
+    return n / tp if n % tp == 0 else float(n)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def _attention_scores(impl: str, rows: float, heads: float, t: int) -> float:
+    """Elements of one [rows, heads, T, T]-like score buffer as the kernel materialises it."""
+    if impl in FLASH_IMPLS:
+        return rows * heads * t * min(t, FLASH_BLOCK)
+    if impl == "blocked" and t > BLOCKED_BLOCK:
+        n = -(-t // BLOCKED_BLOCK)
+        return rows * heads * t * min(t, BLOCKED_BLOCK * (n + 1) / 2)
+    return rows * heads * t * t
 
 
 def plan_memory(
@@ -49,39 +159,140 @@ def plan_memory(
     compute_dtype: str = "bfloat16",
     hbm_gib: float = 80.0,
     logits_chunk: int = 1024,
+    attention_impl: str = "xla",
+    grad_accum: int = 1,
+    packed: bool = True,
+    kind: str = "sft",
+    generate_batch: int = 0,
+    max_new_tokens: int = 0,
+    overlap: bool = False,
+    kl_beta: float = 0.0,
 ) -> MemoryPlan:
-    """Bytes per device for one SFT/GRPO training step with AdamW."""
-    cfg = Qwen3Config.from_hf_dir(model) if Path(model).is_dir() else Qwen3Config.preset(model)
-    sizes = resolve_mesh_shape(mesh, devices)
-    shard = sizes["fsdp"] * sizes["tensor"]
+    """Bytes per device for one training step with AdamW (see the module docstring).
+
+    `global_batch` is the rows of one optimizer update (GRPO: the minibatch), split into
+    `grad_accum` microbatches. For kind="grpo", `seq_len` is the longest transcript; the
+    sampler runs `generate_batch` sequences with prompts of up to seq_len - max_new_tokens
+    tokens (bucketed as the sampler pads them); `overlap` adds the params snapshots and runs
+    the sampler's prefill during the update; `kl_beta > 0` adds the reference params.
+    """
+    from jaxrepair.model.config import ATTENTION_IMPLS, REMAT_POLICIES
+
+    if kind not in KINDS:
+        raise PlanError(f"kind={kind!r}; choose one of {KINDS}")
+    if remat not in REMAT_POLICIES:
+        raise PlanError(f"remat={remat!r}; choose one of {REMAT_POLICIES}")
+    if attention_impl not in ATTENTION_IMPLS:
+        raise PlanError(f"attention_impl={attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    for name, dt in (("param_dtype", param_dtype), ("compute_dtype", compute_dtype)):
+        if dt not in _BYTES:
+            raise PlanError(f"{name}={dt!r}; choose one of {tuple(_BYTES)}")
+    if global_batch < 1 or seq_len < 1 or grad_accum < 1:
+        raise PlanError(
+            f"batch={global_batch}, seq={seq_len}, grad_accum={grad_accum}: all must be >= 1"
+        )
+    cfg = _model_config(model)
+    try:
+        sizes = resolve_mesh_shape(mesh, devices)
+        check_mesh_fits(cfg, types.SimpleNamespace(shape=sizes))
+    except ShardingError as e:
+        raise PlanError(str(e)) from None
+    dp = sizes["data"] * sizes["fsdp"]
     tp = sizes["tensor"]
-    n = cfg.num_params()
     pb, cb = _BYTES[param_dtype], _BYTES[compute_dtype]
-    b = global_batch / (sizes["data"] * sizes["fsdp"])
     t, d, L = seq_len, cfg.hidden_size, cfg.num_hidden_layers
-    rows: dict[str, float] = {
-        "parameters": n * pb / shard,
-        "adamw state (2 x fp32)": 2 * 4 * n / shard,
-        "gradients": n * pb / shard,
-    }
-    if param_dtype != compute_dtype:
-        rows["compute-dtype copy of params (gathered layer)"] = n * cb / shard + n / L * cb
-    # activations kept for the backward pass
-    per_layer_inputs = b * t * d * cb
-    qkv = b * t * (cfg.q_size + 2 * cfg.kv_size) / tp * cb
-    mlp = 3 * b * t * cfg.intermediate_size / tp * cb
-    if remat == "full":
-        rows["saved activations (layer inputs)"] = L * per_layer_inputs
-    elif remat == "save_dots":
-        rows["saved activations (dots)"] = L * (per_layer_inputs + qkv + mlp + b * t * d * cb)
-    else:
-        scores = b * cfg.num_attention_heads / tp * t * t * 4
-        rows["saved activations (everything)"] = L * (2 * per_layer_inputs + qkv + mlp + scores)
-    # the transient working set of one layer (recomputed in the backward pass)
-    rows["one layer working set"] = 2 * (qkv + mlp + per_layer_inputs) + (
-        b * cfg.num_attention_heads / tp * t * t * 4 if remat != "none" else 0
+    b = global_batch / (dp * grad_accum)  # rows per device per microbatch
+    heads = _split(cfg.num_attention_heads, tp)
+    q = _split(cfg.q_size, tp)
+    kv = _split(cfg.kv_size, tp)
+    mlp = (
+        cfg.num_experts_per_tok * cfg.moe_intermediate_size if cfg.is_moe else cfg.intermediate_size
     )
-    rows["logits chunk (fp32, fwd+bwd)"] = 2 * b * min(t, logits_chunk) * cfg.vocab_size / tp * 4
+    f = _split(mlp, tp)
+    vt = _split(cfg.vocab_size, tp)
+    flash = attention_impl in FLASH_IMPLS
+    n = cfg.num_params()
+    params = _shard_bytes(cfg, sizes, pb)
+    layer_full = (n - cfg.vocab_size * d * (1 if cfg.tie_word_embeddings else 2)) / L / tp
+    notes: list[str] = []
+
+    rows: dict[str, float] = {
+        f"parameters ({param_dtype})": params,
+        f"AdamW moments (2 x {param_dtype})": 2 * params,
+    }
+    keys = 5 if kind == "sft" else 6
+    rows["batch arrays"] = global_batch / dp * t * 4 * keys
+    rows[f"gradients ({param_dtype})"] = params
+    if grad_accum > 1:
+        rows[f"gradient accumulator (grad_accum={grad_accum})"] = params
+    if param_dtype != compute_dtype:
+        rows[f"compute-dtype copy of params ({compute_dtype})"] = params * cb / pb
+    rows["gathered layer weights + unreduced layer grads"] = layer_full * (2 * cb + 4)
+    heads_out = 1 if cfg.tie_word_embeddings else 2
+    rows["gathered lm head + full-vocab grads"] = vt * d * (cb + 4 * heads_out)
+
+    # activations the remat policy keeps for the backward pass ([L, B, T, ...] stacks)
+    tok = b * t
+    scores = _attention_scores(attention_impl, b, heads, t)
+    if remat == "full":
+        saved = L * tok * d * cb
+        label = "saved activations (remat=full: layer inputs)"
+    elif remat == "save_dots":
+        saved = L * tok * cb * (3 * d + q + 2 * kv + 2 * f)
+        label = "saved activations (remat=save_dots: matmul outputs)"
+    else:
+        per_layer = tok * cb * (6 * d + 3 * (q + 2 * kv) + 4 * f)
+        per_layer += (b * heads * t * 4) if flash else scores * (2 * 4 + 1)
+        saved = L * per_layer
+        label = "saved activations (remat=none: everything, scores included)"
+    rows[label] = saved
+    if packed and not flash:
+        rows["packed-row segment mask [B,1,T,T] bool"] = b * t * t
+    elif not packed and kind == "sft":
+        notes.append("unpacked rows: causal mask only")
+
+    # the largest transient: a layer's recomputed backward, the loss chunk, or the update
+    layer_linear = tok * cb * (4 * d + 2 * (q + 2 * kv) + 3 * f)
+    if flash:
+        attn = 4 * scores * 4 + b * heads * t * 4 * 2
+        attn_label = f"one layer backward ({attention_impl} flash: [T,{FLASH_BLOCK}] tiles)"
+    else:
+        attn = scores * (4 * 4 + 1)
+        what = "causal blocks of " if attention_impl == "blocked" else ""
+        attn_label = f"one layer backward ({attention_impl}: {what}[B,N,T,T] f32 x4 + mask)"
+    c = min(t, logits_chunk)
+    copies = 2 if kind == "sft" else 3  # GRPO keeps the softmax for the entropy too
+    loss_chunk = b * c * vt * 4 * copies + tok * d * 4
+    update = 2 * params
+    if grad_accum > 1:
+        # Measured on this step: inside the accumulation scan XLA splits the loss chunk over
+        # half the batch devices (twice the rows each) and schedules it next to a layer's
+        # backward, so both count together.
+        attn += ACCUM_LOSS_FACTOR * loss_chunk
+        attn_label += f" + loss chunk at 2x rows (grad_accum={grad_accum})"
+    transients = {
+        attn_label: attn + layer_linear,
+        f"loss chunk ([B,{c},V] f32 x{copies})": loss_chunk,
+        "optimizer update temporaries": update,
+    }
+    name = max(transients, key=lambda k: transients[k])
+    rows[f"largest transient: {name}"] = transients[name]
+
+    if kind == "grpo":
+        _grpo_rows(
+            rows,
+            cfg,
+            sizes,
+            params,
+            pb,
+            t,
+            generate_batch,
+            max_new_tokens,
+            overlap,
+            kl_beta,
+            attention_impl,
+            notes,
+        )
     return MemoryPlan(
         model=model,
         num_params=n,
@@ -90,18 +301,173 @@ def plan_memory(
         seq_len=t,
         rows=rows,
         hbm_bytes=hbm_gib * GIB,
+        kind=kind,
+        notes=tuple(notes),
+    )
+
+
+def _grpo_rows(
+    rows: dict[str, float],
+    cfg: Qwen3Config,
+    sizes: dict[str, int],
+    params: float,
+    pb: int,
+    seq_len: int,
+    generate_batch: int,
+    max_new_tokens: int,
+    overlap: bool,
+    kl_beta: float,
+    impl: str,
+    notes: list[str],
+) -> None:
+    """The sampler and the param copies GRPO holds next to the train step."""
+    dp = sizes["data"] * sizes["fsdp"]
+    tp = sizes["tensor"]
+    if overlap:
+        rows["overlap snapshots (2 x params: collecting + behaviour)"] = 2 * params
+    if kl_beta > 0:
+        rows["reference params (kl_beta > 0)"] = params
+    if generate_batch < 1 or max_new_tokens < 1:
+        notes.append("no sampler counted (generate_batch or max_new_tokens unset)")
+        return
+    # the sampler pads the batch to a power of two (a multiple of the data-parallel size) and
+    # the prompt and new-token counts to powers of two (jaxrepair.model.sampler.Buckets)
+    gb = _pow2_at_least(generate_batch)
+    gb = -(-gb // dp) * dp
+    # a prompt leaves room for the completion in a transcript of at most seq_len tokens
+    prompt = max(16, _pow2_at_least(seq_len - max_new_tokens))
+    s = prompt + max(16, _pow2_at_least(max_new_tokens))
+    bg = gb / dp
+    kvh = _split(cfg.num_key_value_heads, tp)
+    cache = cfg.num_hidden_layers * bg * s * 2 * kvh * cfg.head_dim * pb
+    rows[f"sampler KV cache ({gb} seqs x {s} slots, param dtype)"] = cache
+    heads = _split(cfg.num_attention_heads, tp)
+    f = _split(cfg.intermediate_size, tp)
+    # activations of one layer's prefill, counted in float32 (XLA:CPU computes bf16 dots in
+    # float32; on TPU this over-counts a little)
+    prefill_linear = bg * prompt * 4 * (4 * cfg.hidden_size + 2 * f)
+    # forward_cached builds a [B, 1, P, P] bool cache mask for every kernel; what the kernel
+    # adds follows its mask path (jaxrepair.model.attention): "splash" runs the XLA kernel
+    # there, "cudnn" turns the mask into a bias in the params dtype, "blocked" keeps the
+    # causal blocks of the scores (XLA schedules the blocks together, measured)
+    mask = bg * prompt * prompt
+    if impl == "cudnn":
+        attn = mask * pb + bg * heads * prompt * min(prompt, FLASH_BLOCK) * 4 * 2
+        what = "cudnn: [P,P] bias"
+    else:
+        dense = "xla" if impl in FLASH_IMPLS else impl
+        attn = _attention_scores(dense, bg, heads, prompt) * 4 * 2
+        what = f"{impl}: {'causal blocks of ' if impl == 'blocked' else ''}[B,N,P,P] f32 x2"
+        if impl == "splash":
+            what += ", the XLA mask path"
+    prefill = prefill_linear + mask + attn
+    label = f"sampler prefill of {prompt} tokens ({what})"
+    if overlap:  # generation of the next batch runs during the update
+        rows[label] = prefill
+    else:  # generation and training take turns: only the larger transient counts
+        notes.append("overlap off: the KV cache is counted next to the train step (an upper bound)")
+        key = next(k for k in rows if k.startswith("largest transient"))
+        if prefill > rows[key]:
+            del rows[key]
+            rows[f"largest transient: {label}"] = prefill
+
+
+# ----------------------------------------------------------------------------- run configs
+def infer_kind(run_config: Any) -> str:
+    """ "sft" when the config names training files (SFT cannot run without them), else "grpo"."""
+    return "sft" if run_config.data.train_paths else "grpo"
+
+
+def update_rows(run_config: Any, kind: str) -> int:
+    """Rows of one optimizer update: the SFT batch, or the GRPO minibatch."""
+    if kind == "sft":
+        return run_config.data.batch_size
+    g = run_config.grpo
+    return g.minibatch_size or g.tasks_per_step * g.group_size
+
+
+def check_divisibility(run_config: Any, kind: str, sizes: dict[str, int]) -> None:
+    """The trainer's batch rule (`Trainer._compile`): every update's rows divide evenly over
+    the data-parallel devices x grad_accum; GRPO's whole batch divides into minibatches."""
+    dp = sizes.get("data", 1) * sizes.get("fsdp", 1)
+    accum = run_config.optim.grad_accum
+    rows = update_rows(run_config, kind)
+    if rows % (dp * accum):
+        what = "data.batch_size" if kind == "sft" else "grpo.minibatch_size"
+        raise PlanError(
+            f"{what}={rows} rows must divide evenly over {dp} data-parallel devices x "
+            f"grad_accum={accum} (= {dp * accum})"
+        )
+    if kind == "grpo":
+        g = run_config.grpo
+        total = g.tasks_per_step * g.group_size
+        if total % rows:
+            raise PlanError(
+                f"grpo.tasks_per_step x group_size = {total} is not a multiple of the "
+                f"minibatch of {rows} rows"
+            )
+
+
+def plan_for_config(
+    run_config: Any,
+    devices: int | None = None,
+    hbm_gib: float | None = None,
+    kind: str | None = None,
+) -> MemoryPlan:
+    """The plan of a `jaxrepair.config.RunConfig` at `devices` (default: the config's
+    mesh.devices) with `hbm_gib` per device (default: mesh.hbm_gib); checks the batch rule."""
+    kind = kind or infer_kind(run_config)
+    if kind not in KINDS:
+        raise PlanError(f"kind={kind!r}; choose one of {KINDS}")
+    m = run_config.mesh
+    devices = devices if devices is not None else getattr(m, "devices", None)
+    hbm_gib = hbm_gib if hbm_gib is not None else getattr(m, "hbm_gib", None)
+    if devices is None:
+        raise PlanError("no device count: give --devices or set mesh.devices in the config")
+    if hbm_gib is None:
+        raise PlanError("no memory per device: give --hbm-gib or set mesh.hbm_gib in the config")
+    try:
+        sizes = resolve_mesh_shape(m.shape(), devices)
+    except ShardingError as e:
+        raise PlanError(str(e)) from None
+    check_divisibility(run_config, kind, sizes)
+    model = run_config.model.hf_dir or run_config.model.preset
+    g = run_config.grpo
+    return plan_memory(
+        model,
+        devices=devices,
+        mesh=sizes,
+        global_batch=update_rows(run_config, kind),
+        seq_len=run_config.data.seq_len,
+        remat=run_config.model.remat,
+        param_dtype=run_config.model.param_dtype,
+        compute_dtype=run_config.model.dtype,
+        hbm_gib=hbm_gib,
+        attention_impl=run_config.model.attention_impl,
+        grad_accum=run_config.optim.grad_accum,
+        packed=run_config.data.packing if kind == "sft" else False,
+        kind=kind,
+        generate_batch=g.generate_batch if kind == "grpo" else 0,
+        max_new_tokens=g.max_new_tokens if kind == "grpo" else 0,
+        overlap=g.overlap if kind == "grpo" else False,
+        kl_beta=g.kl_beta if kind == "grpo" else 0.0,
     )
 
 
 def format_plan(plan: MemoryPlan) -> str:
+    """A row per component, the total and the verdict."""
     lines = [
-        f"model {plan.model}: {plan.num_params / 1e9:.2f}B params; mesh {plan.mesh}; "
-        f"{plan.per_device_batch:g} sequences x {plan.seq_len} tokens per device",
+        f"model {plan.model} ({plan.kind}): {plan.num_params / 1e9:.2f}B params; mesh "
+        f"{plan.mesh}; {plan.per_device_batch:g} sequences x {plan.seq_len} tokens per device "
+        "per microbatch",
     ]
+    width = max(48, *(len(k) for k in plan.rows))
     for name, v in plan.rows.items():
-        lines.append(f"  {name:<48s} {v / GIB:9.2f} GiB")
+        lines.append(f"  {name:<{width}s} {v / GIB:9.2f} GiB")
     verdict = "fits" if plan.fits else "DOES NOT FIT"
     lines.append(
-        f"  {'total':<48s} {plan.total / GIB:9.2f} GiB of {plan.hbm_bytes / GIB:.0f} GiB -> {verdict}"
+        f"  {'total':<{width}s} {plan.total / GIB:9.2f} GiB of {plan.hbm_bytes / GIB:.0f} GiB "
+        f"(limit {HEADROOM:.0%}) -> {verdict}"
     )
+    lines.extend(f"  note: {n}" for n in plan.notes)
     return "\n".join(lines)

@@ -7,8 +7,12 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
-from jaxrepair.model import init_params, make_mesh
+from jaxrepair.model import make_mesh
+from jaxrepair.model.qwen3 import param_shapes
+from jaxrepair.model.sharding import shard_params
 from jaxrepair.planner import plan_memory
 
 
@@ -36,7 +40,8 @@ def test_planner_parameter_bytes_match_real_shards():
     from jaxrepair.model import Qwen3Config
 
     cfg = Qwen3Config.preset("tiny")
-    params = init_params(cfg, jax.random.key(0), mesh=mesh, dtype=jnp.float32)
+    shapes = param_shapes(cfg, jnp.float32)
+    params = shard_params(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes), mesh)
     dev0 = jax.devices()[0]
     real = sum(
         s.data.nbytes
@@ -44,23 +49,39 @@ def test_planner_parameter_bytes_match_real_shards():
         for s in x.addressable_shards
         if s.device == dev0
     )
-    # the planner assumes every tensor is split 8 ways (norms are in fact replicated)
+    # the planner applies the sharding rules (norms replicated, uneven dims left whole)
     assert plan.num_params == sum(x.size for x in jax.tree.leaves(params))
-    assert abs(real - plan.rows["parameters"]) / real < 0.1
+    assert plan.rows["parameters (float32)"] == real
+    assert plan.rows["AdamW moments (2 x float32)"] == 2 * real
 
 
-def test_plan_cli_verdicts():
+def test_plan_cli_verdicts(capsys):
+    from jaxrepair.cli import main
+
     def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "jaxrepair.cli", "plan", *args], capture_output=True, text=True
-        )
+        code = main(["plan", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    small = run("--model", "qwen3-32b", "--devices", "8", "--mesh", "fsdp=8", "--seq", "8192")
-    assert small.returncode == 1 and "DOES NOT FIT" in small.stdout
-    big = run(
-        "--model", "qwen3-32b", "--devices", "64", "--mesh", "fsdp=-1,tensor=4", "--batch", "16"
+    code, out, _ = run(
+        "--model", "qwen3-32b", "--devices", "8", "--mesh", "fsdp=8", "--seq", "8192"
     )
-    assert big.returncode == 0 and "fits" in big.stdout, big.stdout
+    assert code == 1 and "DOES NOT FIT" in out
+    args = ("--model", "qwen3-32b", "--devices", "64", "--mesh", "fsdp=-1,tensor=4")
+    code, out, _ = run(*args, "--seq", "32768", "--batch", "16", "--attention", "xla")
+    assert code == 1 and "[B,N,T,T]" in out, out
+    code, out, _ = run(*args, "--seq", "32768", "--batch", "16", "--attention", "splash")
+    assert code == 0 and "fits" in out, out
+    # the installed command: a malformed mesh is one line on stderr and exit status 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "jaxrepair.cli", "plan", "--mesh", "data2"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and bad.stdout == "", bad
+    assert bad.stderr.strip().splitlines() == [
+        "jaxrepair plan: mesh item 'data2' is not axis=size (e.g. data=2,fsdp=-1,tensor=4)"
+    ]
 
 
 def test_plan_from_run_config():
@@ -78,17 +99,43 @@ def test_plan_from_run_config():
         capture_output=True,
         text=True,
     )
-    assert "qwen3-32b" in out.stdout and "tensor': 4" in out.stdout, out.stdout + out.stderr
+    assert "qwen3-32b (grpo)" in out.stdout and "tensor': 4" in out.stdout, out.stdout + out.stderr
+    assert "sampler KV cache" in out.stdout and "overlap snapshots" in out.stdout
 
 
-def test_launch_detection_from_environment():
-    from jaxrepair.distributed import launch_kind
+def test_plan_counts_what_the_run_holds():
+    """Each option moves the plan the way the step's buffers do."""
+    from jaxrepair.planner import GIB
 
-    assert launch_kind({}) is None
-    assert launch_kind({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}) == "slurm"
-    assert launch_kind({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}) is None
-    assert launch_kind({"TPU_WORKER_HOSTNAMES": "a,b,c,d"}) == "tpu_pod"
-    assert launch_kind({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"}) == "explicit"
+    base = dict(devices=64, mesh={"fsdp": -1, "tensor": 4}, global_batch=64, seq_len=32768)
+    dense = plan_memory("qwen3-32b", attention_impl="xla", **base)
+    flash = plan_memory("qwen3-32b", attention_impl="splash", **base)
+    # one 32k row: dense scores are 16 heads x 32k x 32k x 4 bytes = 64 GiB per buffer
+    assert dense.total - flash.total > 4 * 64 * GIB
+    assert "packed-row segment mask [B,1,T,T] bool" not in flash.rows
+    accum = plan_memory("qwen3-32b", attention_impl="splash", grad_accum=4, **base)
+    assert accum.per_device_batch == flash.per_device_batch / 4
+    grpo = dict(kind="grpo", generate_batch=64, max_new_tokens=8192, attention_impl="cudnn")
+    off = plan_memory("qwen3-32b", overlap=False, **base, **grpo)
+    on = plan_memory("qwen3-32b", overlap=True, **base, **grpo)
+    snap = on.rows["overlap snapshots (2 x params: collecting + behaviour)"]
+    assert snap == 2 * on.rows["parameters (float32)"]
+    assert on.total > off.total + snap
+    cache = next(v for k, v in on.rows.items() if k.startswith("sampler KV cache"))
+    # 64 layers x 64 sequences over 16 batch devices x (24k prompt -> 32k + 8k) slots x (k, v)
+    # x 8 kv heads over tensor=4 x head_dim 128 x fp32 (the params it samples with)
+    assert cache == 64 * 4 * 40960 * 2 * 2 * 128 * 4
+    bf16 = plan_memory("qwen3-32b", overlap=True, param_dtype="bfloat16", **base, **grpo)
+    assert next(v for k, v in bf16.rows.items() if k.startswith("sampler KV cache")) == cache / 2
+
+
+def test_plan_rejects_batches_the_trainer_rejects():
+    from jaxrepair.config import load_config
+    from jaxrepair.planner import PlanError, plan_for_config
+
+    rc = load_config("launch/configs/qwen3-32b_sft.toml", ["optim.grad_accum=8"])
+    with pytest.raises(PlanError, match="divide evenly over 64 data-parallel devices"):
+        plan_for_config(rc)
 
 
 def test_launch_scripts_are_valid_shell():

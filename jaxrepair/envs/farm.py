@@ -31,6 +31,7 @@ import json
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -43,6 +44,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxrepair.config import EnvsConfig
+
 from .task import Task
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "FaultPlan",
     "SandboxStartFailure",
     "StepResult",
+    "farm_from_config",
     "run_episodes_with_policy",
 ]
 
@@ -78,12 +82,18 @@ class FaultPlan:
 
     ``log_dir``: when set, each fired fault appends a JSON line (fault, key, worker pid and the
     pids of the sandbox processes running at that moment) to ``log_dir/faults.jsonl``.
+
+    ``latency_s``: every reset and step is held back a random 0..latency_s seconds (drawn from
+    ``latency_seed``) before it is queued: results then arrive in another order, which must
+    not change what a driver produces.
     """
 
     kill: frozenset[tuple[str, int, int]] = frozenset()
     hang: frozenset[tuple[str, int, int]] = frozenset()
     sandbox_fail: frozenset[tuple[str, int, int]] = frozenset()
     log_dir: str | None = None
+    latency_s: float = 0.0
+    latency_seed: int = 0
 
     def kind(self, key: tuple[str, int, int]) -> str | None:
         for name in ("kill", "hang", "sandbox_fail"):
@@ -563,6 +573,9 @@ class EnvFarm:
         self.step_timeout_s = float(step_timeout_s)
         self.start_timeout_s = float(start_timeout_s)
         self.faults = faults or FaultPlan()
+        if not self.faults.latency_s >= 0:
+            raise ValueError(f"latency_s must be >= 0, got {self.faults.latency_s!r}")
+        self._latency_rng = random.Random(self.faults.latency_seed)
         self.cache_dir = str(cache_dir) if cache_dir else None
         self.episode_caps = dict(episode_caps or {})
         self._ctx = mp.get_context("spawn")
@@ -920,6 +933,10 @@ class EnvFarm:
 
     async def _submit(self, kind: str, episode_id: str) -> StepResult:
         loop = asyncio.get_running_loop()
+        if self.faults.latency_s > 0:
+            with self._lock:
+                delay = self._latency_rng.uniform(0.0, self.faults.latency_s)
+            await asyncio.sleep(delay)
         ep = self._episodes[episode_id]
         job = _Job(
             next(self._ids),
@@ -1160,3 +1177,26 @@ async def run_episodes_with_policy(
 
     results = await asyncio.gather(*(one(*s) for s in specs))
     return {r.episode_id: r for r in results}
+
+
+def farm_from_config(
+    envs: EnvsConfig,
+    *,
+    episode_caps: bool,
+    cache_dir: str | Path | None = None,
+    latency_seed: int = 0,
+) -> EnvFarm:
+    """The farm a run config asks for (not started). `episode_caps`: apply envs.max_steps and
+    envs.max_context_tokens (the full pipeline's caps); `latency_seed` seeds the chaos latency
+    (`envs.latency_jitter_s`), one seed per process."""
+    return EnvFarm(
+        workers=envs.workers,
+        sandbox_kind=envs.sandbox,
+        max_attempts=envs.retries + 1,
+        step_timeout_s=envs.episode_timeout_s,
+        cache_dir=cache_dir if envs.cache_validation else None,
+        episode_caps={"max_steps": envs.max_steps, "max_context_tokens": envs.max_context_tokens}
+        if episode_caps
+        else {},
+        faults=FaultPlan(latency_s=envs.latency_jitter_s, latency_seed=latency_seed),
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 REMAT_POLICIES = ("none", "full", "save_dots")
-ATTENTION_IMPLS = ("xla", "cudnn", "blocked", "reference")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash", "blocked", "reference")
 ROPE_TYPES = ("default", "linear", "yarn")
 
 

@@ -30,6 +30,7 @@ from jaxrepair.model.attention import (
     rms_norm,
     rope_cos_sin,
     segment_causal_mask,
+    takes_segment_ids,
 )
 from jaxrepair.model.config import ConfigError, Qwen3Config
 from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings
@@ -197,9 +198,11 @@ def _mlp_block(cfg: Qwen3Config, lp: Params, x, mesh):
     return _dense(y, lp["down_proj"])
 
 
-def _layer(cfg: Qwen3Config, mesh, cos, sin, mask, x, lp):
+def _layer(cfg: Qwen3Config, mesh, cos, sin, mask, segment_ids, x, lp):
     q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-    a = attention(q, k, v, mask, cfg.attention_impl, is_causal=True)
+    a = attention(
+        q, k, v, mask, cfg.attention_impl, is_causal=True, segment_ids=segment_ids, mesh=mesh
+    )
     x = x + _dense(a, lp["o_proj"], in_dims=2)
     x = x + _mlp_block(cfg, lp, x, mesh)
     return constrain(x, _ACT_BTD, mesh)
@@ -267,9 +270,13 @@ def forward(
     x = jnp.take(params["embed"], tokens, axis=0)
     x = constrain(x, _ACT_BTD, mesh)
     cos, sin = rope_cos_sin(cfg, positions, dtype)
-    mask = None if segment_ids is None else segment_causal_mask(segment_ids)
+    # flash kernels ("splash", "cudnn") take the segment ids; the others get one [B,1,T,T] mask
+    # built here, once for all layers
+    flash = takes_segment_ids(cfg.attention_impl)
+    mask = None if segment_ids is None or flash else segment_causal_mask(segment_ids)
+    kernel_segments = segment_ids if flash else None
 
-    layer = _remat(partial(_layer, cfg, mesh, cos, sin, mask), cfg.remat)
+    layer = _remat(partial(_layer, cfg, mesh, cos, sin, mask, kernel_segments), cfg.remat)
     x, _ = _run_layers(cfg, params["layers"], x, lambda c, lp, _e: (layer(c, lp), None))
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     if return_hidden:

@@ -13,6 +13,18 @@ exists and whose files are all present with the recorded sizes (and that orbax c
 used; a step that fails any check is logged with the reason and moved to `quarantine/` so the
 run can save that step number again. A process killed mid-save therefore resumes from the last
 checkpoint that was completely written.
+
+Several processes (one per host): every process writes its own shards and orbax's background
+commit waits at a barrier for all of them before process 0 finalizes the step (renames it
+from its temporary name), so process 0 writes the commit marker once its own
+`wait_until_finished` returns: every process's data is on storage by then. Only process 0
+decides which step to restore (verifies markers, quarantines bad steps) and broadcasts it; the
+others take it, so all processes restore the same step. Directories may be local paths or
+storage URIs (`gs://...`, see `jaxrepair.train.storage.run_path`).
+
+Preemption: `PreemptionSync.should_stop(step)` is the same on every process; a SIGTERM to any
+one process stops all of them at the same step (JAX's preemption sync point when the
+distributed runtime is up, a per-process signal flag otherwise).
 """
 
 from __future__ import annotations
@@ -33,8 +45,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from jaxrepair.model.config import Qwen3Config
+from jaxrepair.train.storage import is_primary, is_uri, run_path
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +88,33 @@ def rng_from_json(data: list[int]) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- manifest
-def _manifest(step_dir: Path) -> dict[str, int]:
+def _manifest(step_dir: epath.Path) -> dict[str, int]:
     files = {}
-    for root, _, names in os.walk(step_dir):
+    if not is_uri(step_dir):
+        for root, _, names in os.walk(step_dir):
+            for n in names:
+                p = Path(root) / n
+                rel = str(p.relative_to(step_dir))
+                if rel != COMMIT_MARKER:
+                    files[rel] = p.stat().st_size
+        return files
+    for root, _, names in step_dir.walk():
         for n in names:
-            p = Path(root) / n
+            p = root / n
             rel = str(p.relative_to(step_dir))
             if rel != COMMIT_MARKER:
-                files[rel] = p.stat().st_size
+                files[rel] = p.stat().length
     return files
 
 
-def verify_step_dir(step_dir: Path) -> str | None:
+def _size(p: epath.Path) -> int:
+    st = p.stat()
+    return st.st_size if hasattr(st, "st_size") else st.length
+
+
+def verify_step_dir(step_dir: str | os.PathLike) -> str | None:
     """None when the step directory is complete; otherwise the reason it is not."""
+    step_dir = run_path(step_dir)
     marker = step_dir / COMMIT_MARKER
     if not marker.is_file():
         return f"no commit marker {COMMIT_MARKER} (save did not finish)"
@@ -98,7 +126,7 @@ def verify_step_dir(step_dir: Path) -> str | None:
         p = step_dir / rel
         if not p.is_file():
             return f"file {rel} is missing"
-        got = p.stat().st_size
+        got = _size(p)
         if got != size:
             return f"file {rel} has {got} bytes, {size} were written"
     return None
@@ -140,6 +168,102 @@ class PreemptionFlag:
         return self._event.is_set()
 
 
+def _jax_preemption_sync() -> Any | None:
+    """JAX's preemption sync manager when the distributed runtime (and its service) is up."""
+    from jax._src import distributed
+
+    if distributed.global_state.client is None:
+        return None
+    return distributed.global_state.preemption_sync_manager
+
+
+class PreemptionSync:
+    """Context manager: one stop decision for all processes when any of them gets SIGTERM.
+
+        with PreemptionSync() as preempt:
+            while ...:
+                train_step(...)
+                if preempt.should_stop(step):   # every process, once per step, same order
+                    save(); break
+
+    Under `jax.distributed` with its preemption service (the default), JAX's own SIGTERM
+    notifier tells the coordination service, and `multihost_utils.reached_preemption_sync_point`
+    returns True at the same step on every process (the first step after all processes have
+    heard; typically within a second). Python signal handlers are then left alone: installing
+    one would replace JAX's notifier. Without the service, SIGTERM sets a per-process flag and
+    `should_stop` ORs it over processes with `process_allgather` (a small collective per step).
+    A single process uses the flag alone (no collective).
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+        self._flag = PreemptionFlag(signals)
+        self._sync = _jax_preemption_sync()
+        self.stopped_at: int | None = None
+
+    @property
+    def mode(self) -> str:
+        """ "jax" (preemption sync point), "allgather" or "local"."""
+        if self._sync is not None:
+            return "jax"
+        return "allgather" if jax.process_count() > 1 else "local"
+
+    @property
+    def signum(self) -> int | None:
+        return self._flag.signum
+
+    def __enter__(self) -> PreemptionSync:
+        if self.mode != "jax":
+            self._flag.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._flag.__exit__(*exc)
+
+    def set(self) -> None:
+        """Ask to stop on this process, as a signal would ("local"/"allgather" modes; under
+        JAX's preemption service send the process SIGTERM instead)."""
+        self._flag.set()
+
+    def should_stop(self, step: int) -> bool:
+        """True on every process at the same `step` once any process was signalled.
+
+        A collective: every process calls it exactly once per step, with the same steps.
+        """
+        mode = self.mode
+        if mode == "jax":
+            from jax.experimental import multihost_utils
+
+            stop = bool(multihost_utils.reached_preemption_sync_point(int(step)))
+        elif mode == "allgather":
+            stop = _any_process(self._flag.is_set())
+        else:
+            stop = self._flag.is_set()
+        if stop:
+            self.stopped_at = int(step)
+        return stop
+
+
+def _any_process(flag: bool) -> bool:
+    """OR of `flag` over processes (a collective when there are several)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
+    return bool(np.asarray(flags).any())
+
+
+def agree_int(value: int | None) -> int | None:
+    """Process 0's `value` on every process (None stays None); a collective when multi-process."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    arr = np.asarray([-1 if value is None else int(value)], np.int32)
+    out = int(np.asarray(multihost_utils.broadcast_one_to_all(arr)).ravel()[0])
+    return None if out < 0 else out
+
+
 # ----------------------------------------------------------------------------- manager
 @dataclasses.dataclass
 class Restored:
@@ -150,11 +274,15 @@ class Restored:
 
 
 class Checkpointer:
-    """orbax CheckpointManager + commit markers + fallback to the last good step."""
+    """orbax CheckpointManager + commit markers + fallback to the last good step.
+
+    Multi-process: every process constructs it and calls save/restore/latest_good_step in the
+    same order (they hold collectives); process 0 writes markers and quarantines.
+    """
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | os.PathLike,
         keep: int | None = 3,
         async_save: bool = True,
         read_only: bool = False,
@@ -163,10 +291,10 @@ class Checkpointer:
         skipped and logged but never moved, and nothing is written."""
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.directory = Path(directory).absolute()
+        self.directory = run_path(directory)
         self.keep = keep
         self.read_only = read_only
-        self._is_writer = jax.process_index() == 0 and not read_only
+        self._is_writer = is_primary() and not read_only
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"no checkpoint directory at {self.directory}")
         options = ocp.CheckpointManagerOptions(
@@ -178,7 +306,7 @@ class Checkpointer:
         )
         self.mngr = ocp.CheckpointManager(self.directory, options=options)
         self._pending: list[int] = []
-        self._bad: set[int] = set()  # unusable steps left in place (read-only / other hosts)
+        self._bad: set[int] = set()  # unusable steps left in place (read-only)
 
     # ------------------------------------------------------------------ saving
     def save(self, step: int, params: Any, opt_state: Any | None, meta: Mapping[str, Any]) -> None:
@@ -196,12 +324,21 @@ class Checkpointer:
         self._pending.append(int(step))
 
     def poll(self) -> None:
-        """Commit finished saves without blocking (call it once per training step)."""
+        """Commit finished saves without blocking (call it once per training step).
+
+        Processes may commit at different steps: waiting holds no collective (orbax's own
+        barriers run in its background thread).
+        """
         if self._pending and not self.mngr.is_saving_in_progress():
             self.wait()
 
     def wait(self) -> None:
-        """Block until pending saves are on disk, then write their commit markers."""
+        """Block until pending saves are on storage, then (process 0) write commit markers.
+
+        orbax's background commit waits at a barrier for every process's writes, then process
+        0 finalizes; process 0's wait_until_finished returns after that, so its markers only
+        ever cover steps whose every shard is written.
+        """
         if not self._pending:
             return
         self.mngr.wait_until_finished()
@@ -213,7 +350,7 @@ class Checkpointer:
                     body = {"step": step, "time": time.time(), "files": _manifest(step_dir)}
                     tmp = step_dir / (COMMIT_MARKER + ".tmp")
                     tmp.write_text(json.dumps(body))
-                    os.replace(tmp, step_dir / COMMIT_MARKER)
+                    tmp.replace(step_dir / COMMIT_MARKER)
         self._pending.clear()
 
     def close(self) -> None:
@@ -226,19 +363,24 @@ class Checkpointer:
         return sorted(self.mngr.all_steps())
 
     def _quarantine(self, step: int, reason: str) -> None:
+        """Process 0 (writer): move the step aside; read-only: remember to skip it."""
+        if not is_primary():
+            return
         log.warning("checkpoint step %d in %s is unusable: %s", step, self.directory, reason)
         if not self._is_writer:
             self._bad.add(step)
             return
         dest = self.directory / QUARANTINE / f"{step}-{int(time.time() * 1000)}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(self.directory / str(step)), str(dest))
+        src = self.directory / str(step)
+        if is_uri(src):
+            src.rename(dest)
+        else:
+            shutil.move(str(src), str(dest))
         (dest / "REASON.txt").write_text(reason + "\n")
         log.warning("moved it to %s", dest)
 
-    def latest_good_step(self) -> int | None:
-        """Newest step that passes the commit/manifest check (bad ones are quarantined, or
-        only skipped when read-only)."""
+    def _local_latest_good_step(self) -> int | None:
         for step in reversed(self.steps()):
             if step in self._bad:
                 continue
@@ -247,6 +389,28 @@ class Checkpointer:
                 return step
             self._quarantine(step, reason)
         return None
+
+    def latest_good_step(self) -> int | None:
+        """Newest step that passes the commit/manifest check (bad ones are quarantined, or
+        only skipped when read-only). Process 0 decides and every process gets its answer (a
+        collective in multi-process runs)."""
+        step = self._local_latest_good_step() if is_primary() else None
+        if jax.process_count() > 1:
+            step = agree_int(step)
+            self.mngr.reload()  # see process 0's quarantine moves
+        return step
+
+    def _restore_agreed(self, step: int, items: dict[str, Any]) -> tuple[Any, str | None]:
+        """orbax restore of `step` on every process; the error (if any process failed) is
+        agreed, so all processes fall back together."""
+        out, error = None, None
+        try:
+            out = self.mngr.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001 - any read failure means "try the previous"
+            error = f"{type(e).__name__}: {e}"
+        if jax.process_count() > 1 and _any_process(error is not None) and error is None:
+            error = "another process could not read it"
+        return out, error
 
     def restore(
         self,
@@ -258,32 +422,38 @@ class Checkpointer:
 
         `abstract_*` are pytrees of jax.ShapeDtypeStruct (with .sharding). Returns None when the
         directory holds no checkpoint at all. A step that fails verification or whose files
-        orbax cannot read is logged, quarantined, and the previous one is tried.
+        orbax cannot read is logged, quarantined, and the previous one is tried. Every process
+        restores the step process 0 chose.
         """
         self.wait()
-        newest = max(self.steps(), default=None)
+        newest = agree_int(max(self.steps(), default=None))
         while True:
             good = self.latest_good_step() if step is None else step
             if good is None:
                 return None
-            if step is not None and (reason := verify_step_dir(self.directory / str(step))):
-                raise CheckpointError(f"checkpoint step {step} in {self.directory}: {reason}")
+            if step is not None:
+                reason = verify_step_dir(self.directory / str(step)) if is_primary() else None
+                if jax.process_count() > 1 and agree_int(int(reason is not None)):
+                    reason = reason or "process 0 found it incomplete (see its log)"
+                if reason:
+                    raise CheckpointError(f"checkpoint step {step} in {self.directory}: {reason}")
             items: dict[str, Any] = {
                 "params": ocp.args.StandardRestore(abstract_params),
                 "meta": ocp.args.JsonRestore(),
             }
             if abstract_opt_state is not None:
                 items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
-            try:
-                out = self.mngr.restore(good, args=ocp.args.Composite(**items))
-            except Exception as e:  # noqa: BLE001 - any read failure means "try the previous"
+            out, error = self._restore_agreed(good, items)
+            if error is not None:
                 if step is not None:
-                    raise CheckpointError(f"cannot read checkpoint step {step}: {e}") from e
-                self._quarantine(good, f"orbax could not restore it: {type(e).__name__}: {e}")
+                    raise CheckpointError(f"cannot read checkpoint step {step}: {error}")
+                self._quarantine(good, f"orbax could not restore it: {error}")
+                if not is_primary() or not self._is_writer:
+                    self._bad.add(good)
                 continue
-            if good != newest:
+            if good != newest and is_primary():
                 log.warning(
-                    "using checkpoint step %d of %s: newer step %d was unusable (see above)",
+                    "using checkpoint step %d of %s: newer step %s was unusable (see above)",
                     good,
                     self.directory,
                     newest,
@@ -310,9 +480,9 @@ def abstract_like(tree: Any, shardings: Any | None = None) -> Any:
 
 
 # ----------------------------------------------------------------------------- HF conversion
-def find_checkpoint_dir(path: str | Path) -> Path:
+def find_checkpoint_dir(path: str | os.PathLike) -> epath.Path:
     """The orbax directory of `path`: a run's out_dir (holding `checkpoints/`) or the dir itself."""
-    p = Path(path)
+    p = run_path(path)
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
     if not p.is_dir():
@@ -337,15 +507,22 @@ def load_meta_config(path: str | Path, step: int | None = None) -> Qwen3Config:
     return config_from_json(meta["model_config"])
 
 
-def _single_device_shardings(tree: Any) -> Any:
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda _: dev, tree)
+def _default_shardings(tree: Any) -> Any:
+    """One device in a single process; several processes: sharded over every device (fsdp),
+    so no process needs a device it cannot address and no device holds the whole model."""
+    if jax.process_count() == 1:
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.tree.map(lambda _: dev, tree)
+    from jaxrepair.model.sharding import make_mesh, param_shardings
+
+    return param_shardings(tree, make_mesh({"data": 1, "fsdp": -1, "tensor": 1}))
 
 
 def load_params(
     ckpt_dir: str | Path, step: int | None = None, mesh=None, dtype=None
 ) -> tuple[Qwen3Config, Any, int]:
-    """(model config, params, step) of a checkpoint, params placed on `mesh` (or one device)."""
+    """(model config, params, step) of a checkpoint, params placed on `mesh` (default: one
+    device, or all devices sharded when there are several processes)."""
     from jaxrepair.model.qwen3 import param_shapes
     from jaxrepair.model.sharding import param_shardings
 
@@ -357,7 +534,7 @@ def load_params(
         cfg = config_from_json(meta["model_config"])
         saved_dtype = jnp.dtype(meta.get("param_dtype", "float32"))
         shapes = param_shapes(cfg, saved_dtype)
-        shard = _single_device_shardings(shapes) if mesh is None else param_shardings(shapes, mesh)
+        shard = _default_shardings(shapes) if mesh is None else param_shardings(shapes, mesh)
         restored = ck.restore(abstract_like(shapes, shard), None, step=step)
         assert restored is not None
         params = restored.params
@@ -380,28 +557,57 @@ def export_hf(
 
     The model config comes from the checkpoint itself; tokenizer files from `tokenizer_from`, or
     from the checkpoint directory's `tokenizer/` when present (written by training/import).
+    With several processes every process must call it (parameters are gathered with
+    collectives); only process 0 writes. The checkpoint may be a storage URI; `out_dir` is a
+    local directory.
     """
-    from jaxrepair.model.hf import save_hf
+    import tempfile
 
+    from jaxrepair.model.hf import TOKENIZER_FILES, save_hf
+
+    if is_uri(out_dir):
+        raise CheckpointError(
+            f"export-hf writes a local directory, not {out_dir}: export locally, then copy it"
+        )
     cfg, params, step = load_params(ckpt_dir, step)
-    tok = tokenizer_from
-    if tok is None and (find_checkpoint_dir(ckpt_dir) / TOKENIZER_SUBDIR).is_dir():
-        tok = find_checkpoint_dir(ckpt_dir) / TOKENIZER_SUBDIR
-    out = save_hf(out_dir, cfg, params, dtype=dtype, tokenizer_from=tok)
-    log.info("exported step %d of %s to %s (%s)", step, ckpt_dir, out, dtype)
+    tok: Any = tokenizer_from
+    src = find_checkpoint_dir(ckpt_dir) / TOKENIZER_SUBDIR
+    with tempfile.TemporaryDirectory() as tmp:
+        if tok is None and is_primary() and src.is_dir():
+            tok = src
+            if is_uri(src):  # save_hf copies local files: fetch the few tokenizer files first
+                for f in TOKENIZER_FILES:
+                    if (src / f).is_file():
+                        (Path(tmp) / f).write_bytes((src / f).read_bytes())
+                tok = Path(tmp)
+        out = save_hf(Path(out_dir).absolute(), cfg, params, dtype=dtype, tokenizer_from=tok)
+    if is_primary():
+        log.info("exported step %d of %s to %s (%s)", step, ckpt_dir, out, dtype)
     return out
 
 
-def import_hf(hf_dir: str | Path, out_ckpt_dir: str | Path, *, dtype: str = "float32") -> Path:
-    """Turn a Hugging Face Qwen3 directory into a params-only orbax checkpoint at step 0."""
+def import_hf(
+    hf_dir: str | Path, out_ckpt_dir: str | os.PathLike, *, dtype: str = "float32"
+) -> epath.Path:
+    """Turn a Hugging Face Qwen3 directory into a params-only orbax checkpoint at step 0.
+
+    With several processes every process must call it (each reads and writes its own shards;
+    process 0 commits and copies the tokenizer files). `out_ckpt_dir` may be a storage URI.
+    """
     from jaxrepair.model.hf import TOKENIZER_FILES, load_hf
 
-    out = Path(out_ckpt_dir)
+    out = run_path(out_ckpt_dir)
     ck = Checkpointer(out, keep=None, async_save=False)
-    if ck.steps():
+    existing = ck.steps()
+    if existing:
         ck.close()
-        raise CheckpointError(f"{out} already holds checkpoints {ck.steps()}; choose an empty dir")
-    cfg, params = load_hf(hf_dir, dtype=jnp.dtype(dtype))
+        raise CheckpointError(f"{out} already holds checkpoints {existing}; choose an empty dir")
+    mesh = None
+    if jax.process_count() > 1:  # shards on every device: each process reads only its slices
+        from jaxrepair.model.sharding import make_mesh
+
+        mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    cfg, params = load_hf(hf_dir, mesh=mesh, dtype=jnp.dtype(dtype))
     meta = {
         "model_config": config_to_json(cfg),
         "param_dtype": jnp.dtype(dtype).name,
@@ -410,8 +616,8 @@ def import_hf(hf_dir: str | Path, out_ckpt_dir: str | Path, *, dtype: str = "flo
     ck.save(0, params, None, meta)
     ck.close()
     tok_files = [f for f in TOKENIZER_FILES if (Path(hf_dir) / f).is_file()]
-    if tok_files:
-        (out / TOKENIZER_SUBDIR).mkdir(exist_ok=True)
+    if tok_files and is_primary():
+        (out / TOKENIZER_SUBDIR).mkdir(parents=True, exist_ok=True)
         for f in tok_files:
-            shutil.copy2(Path(hf_dir) / f, out / TOKENIZER_SUBDIR / f)
+            (out / TOKENIZER_SUBDIR / f).write_bytes((Path(hf_dir) / f).read_bytes())
     return out

@@ -15,7 +15,9 @@ from typing import Any
 
 import jax
 
-from jaxrepair.train.rollout import Rollout, SamplingSettings, collect
+from jaxrepair import multihost
+from jaxrepair.train.collector import collect
+from jaxrepair.train.rollout import Rollout, SamplingSettings
 
 PIPELINES = ("simplified", "full")
 
@@ -79,7 +81,8 @@ def evaluate(
     per task.
 
     `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset;
-    `generate_fn` replaces the sampler (see `rollout.collect`).
+    `generate_fn` replaces the sampler (see `collector.collect`). With several JAX processes
+    every process calls this with the same arguments (and its own farm) and gets the same result.
     """
     sampling = sampling or SamplingSettings(max_new_tokens=256, temperature=0.0)
     if samples < 1:
@@ -130,7 +133,7 @@ def run_eval(config: Any) -> dict[str, Any]:
     """`jaxrepair eval CONFIG.toml`: evaluate `train.init_from` (orbax run or HF dir) on the
     test split of `envs.corpus` in both pipelines; writes eval.json into train.out_dir."""
     from jaxrepair.envs import load_tasks
-    from jaxrepair.envs.farm import EnvFarm
+    from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, find_checkpoint_dir, load_params
@@ -160,15 +163,8 @@ def run_eval(config: Any) -> dict[str, Any]:
     tasks = [t for t in load_tasks(corpus) if t.split == "test"]
     if not tasks:
         raise ValueError(f"no test-split tasks in {corpus}")
-    e = config.envs
     sampling = SamplingSettings(config.grpo.max_new_tokens, 0.0)
-    with EnvFarm(
-        workers=e.workers,
-        sandbox_kind=e.sandbox,
-        max_attempts=e.retries + 1,
-        step_timeout_s=e.episode_timeout_s,
-        episode_caps={"max_steps": e.max_steps, "max_context_tokens": e.max_context_tokens},
-    ) as farm:
+    with farm_from_config(config.envs, episode_caps=True, latency_seed=jax.process_index()) as farm:
         results = evaluate(
             params,
             cfg,
@@ -179,7 +175,8 @@ def run_eval(config: Any) -> dict[str, Any]:
             max_seq_len=config.data.seq_len,
             mesh=mesh,
         )
-    out = Path(config.train.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    if multihost.is_primary():  # every process holds the same results; one writes them
+        out = Path(config.train.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(results, indent=2))
     return results

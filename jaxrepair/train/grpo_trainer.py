@@ -15,10 +15,18 @@ One GRPO step (``jaxrepair grpo CONFIG.toml``)::
     ref log-probs under a frozen copy of the initial params, only when kl_beta > 0
     epochs_per_batch passes over the batch in minibatches: grpo_loss + AdamW (trainer.Trainer)
 
-Overlap (``grpo.overlap``): while the accelerator trains on batch k, a background thread
-collects batch k+1 with a snapshot of the params from before that update (one step
-off-policy; the importance ratio against those params corrects it). The accelerator idle
+Overlap (``grpo.overlap``): before the accelerator trains on batch k, the collector of batch
+k+1 is started with a snapshot of the params from before that update (one step off-policy; the
+importance ratio against those params corrects it) and run until its first generation is done;
+its builds then run in the farm while the accelerator trains, and the collector is polled
+between minibatch updates. Those interleaving points are the same on every process, so the
+program stays a correct multi-controller program (see `collector`). The accelerator idle
 fraction (1 - union of generation and training time / wall time) is logged either way.
+
+Several JAX processes (one per host): every process runs this same loop on the same global
+batch of rollouts (the collector exchanges environment results, so rollouts, advantages and
+batches are identical everywhere); only process 0 writes rollouts, metrics and summaries; a
+SIGTERM to any process stops all of them at the same step, after a checkpoint.
 
 Checkpoints (trainer.Checkpointer via Trainer.save) hold params, optimizer state, the GRPO
 step (the data position: tasks are drawn in a seeded order indexed by step) and the RNG, so a
@@ -27,13 +35,13 @@ resumed run continues with the same task sequence and optimizer state.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrepair import multihost
 from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.sharding import gather_to_host
+from jaxrepair.train.collector import Collector, merge_accounting
 from jaxrepair.train.grpo import group_advantages, group_stats, grpo_loss
 from jaxrepair.train.losses import DEFAULT_CHUNK, token_logprobs
 from jaxrepair.train.rollout import (
@@ -49,7 +60,6 @@ from jaxrepair.train.rollout import (
     Rollout,
     RolloutStats,
     SamplingSettings,
-    collect,
 )
 
 log = logging.getLogger(__name__)
@@ -252,6 +262,7 @@ class GRPOLearner:
         self.ref_params = ref_params if grpo.kl_beta > 0 else None
         self.clock = clock
         self.seed = seed
+        self.mesh = mesh
         temp = grpo.temperature
 
         @jax.jit
@@ -265,11 +276,13 @@ class GRPOLearner:
         n = batch["tokens"].shape[0]
         out = []
         for s in range(0, n, rows):
-            out.append(
-                np.asarray(
-                    self._lp(params, batch["tokens"][s : s + rows], batch["targets"][s : s + rows])
+            tok, tgt = batch["tokens"][s : s + rows], batch["targets"][s : s + rows]
+            if self.mesh is not None:  # rows split over the batch axes, each process its own
+                tok, tgt = (
+                    multihost.global_rows(tok, self.mesh),
+                    multihost.global_rows(tgt, self.mesh),
                 )
-            )
+            out.append(gather_to_host(self._lp(params, tok, tgt)))
         return np.concatenate(out, axis=0)
 
     def _busy(self):
@@ -281,11 +294,14 @@ class GRPOLearner:
         behaviour_params: Any,
         step: int,
         sampled: Sequence[Rollout] | None = None,
+        between_updates: Callable[[], Any] | None = None,
     ) -> dict[str, float]:
         """One GRPO step on `rollouts` (task-major, group_size per task) sampled with
         `behaviour_params`; returns host metrics. Reward metrics describe `sampled` (everything
         the step sampled, refill rounds included; default `rollouts`): with DAPO refill the
-        trained groups are selected for mixed outcomes, so their reward is not the policy's."""
+        trained groups are selected for mixed outcomes, so their reward is not the policy's.
+        `between_updates` runs after every minibatch update (GRPO overlap polls the next
+        batch's collector there)."""
         g = self.grpo
         n = len(rollouts)
         if n % g.group_size:
@@ -324,6 +340,8 @@ class GRPOLearner:
                     sub = {k: v[idx] for k, v in batch.items()}
                     metrics = jax.device_get(self.trainer.train_step(sub))
                     updates += 1
+                    if between_updates is not None:
+                        between_updates()
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
         train_s = time.perf_counter() - t0
@@ -484,13 +502,19 @@ def run_grpo(
     `tokenizer`, `mesh`, `farm` (a started EnvFarm), `tasks`; `stop_after` ends the call after
     that many GRPO steps (the run can be resumed).
     """
-    from jaxrepair.envs.farm import EnvFarm
+    from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
     from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, PreemptionFlag, load_params
     from jaxrepair.train.sft import resolve_model
-    from jaxrepair.train.trainer import MetricsLogger, Trainer, optimizer_from_config
+    from jaxrepair.train.trainer import (
+        DIGEST_ENV,
+        MetricsLogger,
+        Trainer,
+        optimizer_from_config,
+        shard_digests,
+    )
 
     t_start = time.perf_counter()
     g, tr = config.grpo, config.train
@@ -509,7 +533,8 @@ def run_grpo(
     total_updates = tr.steps * g.epochs_per_batch * (n_rollouts // mb)
     out_dir = Path(tr.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.toml")
+    if multihost.is_primary():
+        config.save(out_dir / "config.toml")
 
     trainer = Trainer(
         cfg,
@@ -563,25 +588,20 @@ def run_grpo(
     sampling = SamplingSettings.from_grpo(g)
     own_farm = farm is None
     if own_farm:
-        e = config.envs
-        farm = EnvFarm(
-            workers=e.workers,
-            sandbox_kind=e.sandbox,
-            max_attempts=e.retries + 1,
-            step_timeout_s=e.episode_timeout_s,
-            cache_dir=(out_dir / "validation_cache") if e.cache_validation else None,
-            episode_caps={"max_steps": e.max_steps, "max_context_tokens": e.max_context_tokens}
-            if g.pipeline == "full"
-            else {},
+        farm = farm_from_config(
+            config.envs,
+            episode_caps=g.pipeline == "full",
+            cache_dir=out_dir / "validation_cache",
+            latency_seed=jax.process_index(),
         ).start()
     base_key = jax.random.key(tr.seed)
 
-    def collect_round(step: int, rnd: int, params: Any, picked: list[Any]):
+    def collector(step: int, rnd: int, params: Any, idx: Sequence[int]) -> Collector:
         key = jax.random.fold_in(base_key, step)
-        return collect(
+        return Collector(
             params,
             cfg,
-            picked,
+            [task_list[i] for i in idx],
             g.group_size,
             farm,
             tok,
@@ -593,11 +613,17 @@ def run_grpo(
             episode_prefix=f"s{step}" if rnd == 0 else f"s{step}r{rnd}",
             clock=clock,
             truncate_unfinished=not g.submit_unfinished,
-        )
+        ).start()
 
-    def launch(step: int, params: Any, cursor: int) -> StepRollouts:
+    def collect_batch(step: int, params: Any, cursor: int, first: Collector | None) -> StepRollouts:
+        """Step `step`'s groups; round 0 from `first` when it was started ahead (overlap)."""
+
+        def collect_fn(rnd: int, idx: list[int]):
+            c = first if rnd == 0 and first is not None else collector(step, rnd, params, idx)
+            return c.result()
+
         return collect_step(
-            lambda rnd, idx: collect_round(step, rnd, params, [task_list[i] for i in idx]),
+            collect_fn,
             state.draw,
             cursor,
             g.tasks_per_step,
@@ -607,30 +633,36 @@ def run_grpo(
 
     start = state.step
     end = tr.steps if stop_after is None else min(tr.steps, start + stop_after)
+    primary = multihost.is_primary()
     logger = MetricsLogger(out_dir, tr.steps, start, tensorboard=True, progress=progress)
-    traj = open(out_dir / "rollouts.jsonl", "a")  # noqa: SIM115
-    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="collect")
+    traj = open(out_dir / "rollouts.jsonl", "a") if primary else None  # noqa: SIM115
     history: list[dict[str, float]] = []
     totals = {"started": 0, "scored": 0, "passed": 0, "truncated": 0, "infra_error": 0}
     preempted = False
     t_loop0 = time.perf_counter()
-    pending: tuple[concurrent.futures.Future, Any] | None = None
+    ahead: tuple[Collector, Any] | None = None  # next step's collector and its params
     saved_at = None
     try:
         with PreemptionFlag() as flag:
             for step in range(start, end):
                 t_step0 = time.perf_counter()
-                if pending is None:
-                    behaviour = trainer.params if not g.overlap else _copy_tree(trainer.params)
-                    pending = (executor.submit(launch, step, behaviour, state.cursor), behaviour)
-                fut, behaviour = pending
-                got: StepRollouts = fut.result()
+                if ahead is None:
+                    behaviour, first = trainer.params, None
+                else:
+                    first, behaviour = ahead
+                got = collect_batch(step, behaviour, state.cursor, first)
                 rollouts, cstats = got.trained, got.stats
-                pending = None
+                ahead = None
+                between = None
                 if g.overlap and step + 1 < end:
                     snap = _copy_tree(trainer.params)  # the live params are donated by updates
-                    pending = (executor.submit(launch, step + 1, snap, got.cursor), snap)
-                metrics = learner.update(rollouts, behaviour, step, sampled=got.sampled)
+                    nxt = collector(step + 1, 0, snap, state.draw(got.cursor, g.tasks_per_step))
+                    nxt.run(until_generated=True)  # its builds now run while we train
+                    ahead = (nxt, snap)
+                    between = lambda c=nxt: c.poll(0.0)  # noqa: E731
+                metrics = learner.update(
+                    rollouts, behaviour, step, sampled=got.sampled, between_updates=between
+                )
                 metrics["sampling_rounds"] = got.rounds
                 metrics["groups_sampled"] = len(got.sampled) // g.group_size
                 state.step = step + 1
@@ -646,15 +678,16 @@ def run_grpo(
                     raise RuntimeError(
                         f"step {step}: rollout accounting incomplete {cstats.accounting}"
                     )
-                trained_ids = {r.episode_id for r in rollouts}
-                for r in got.sampled:
-                    row = {
-                        "step": state.step,
-                        "trained": r.episode_id in trained_ids,
-                        **r.trajectory(g.pipeline),
-                    }
-                    traj.write(json.dumps(row, default=str) + "\n")
-                traj.flush()
+                if traj is not None:
+                    trained_ids = {r.episode_id for r in rollouts}
+                    for r in got.sampled:
+                        row = {
+                            "step": state.step,
+                            "trained": r.episode_id in trained_ids,
+                            **r.trajectory(g.pipeline),
+                        }
+                        traj.write(json.dumps(row, default=str) + "\n")
+                    traj.flush()
                 logger.log(state.step, metrics)
                 if logger.bar is not None:
                     logger.bar.set_postfix(
@@ -667,7 +700,7 @@ def run_grpo(
                 logger.advance()
                 history.append({k: metrics[k] for k in ("reward_mean", "pass_rate", "idle_frac")})
                 trainer.ckpt.poll()
-                if flag.is_set():
+                if multihost.any_process(flag.is_set()):  # a signal to any process stops all
                     log.warning("signal received: saving GRPO step %d and stopping", state.step)
                     trainer.save(state)
                     saved_at = state.step
@@ -680,13 +713,10 @@ def run_grpo(
                 trainer.save(state)
             trainer.ckpt.wait()
     finally:
-        if pending is not None:  # a prefetched batch of a step we will not train on
-            try:
-                pending[0].result()
-            except Exception:  # noqa: BLE001
-                log.exception("prefetched rollout collection failed")
-        executor.shutdown(wait=True)
-        traj.close()
+        if ahead is not None:  # a batch started for a step we will not train on
+            ahead[0].close()
+        if traj is not None:
+            traj.close()
         logger.close()
         accounting = farm.accounting() if hasattr(farm, "accounting") else {}
         farm_metrics = farm.metrics() if hasattr(farm, "metrics") else {}
@@ -694,7 +724,14 @@ def run_grpo(
             farm.close()
         trainer.close()
     wall_loop = time.perf_counter() - t_loop0
-    png = plot_reward_curve(out_dir / "metrics.jsonl", out_dir / "reward_curve.png")
+    # every process's farm ran its share of the episodes: one accounting for the job
+    accounting, farm_metrics = (
+        merge_accounting(list(part))
+        for part in zip(*multihost.allgather_objects((accounting, farm_metrics)), strict=True)
+    )
+    png = None
+    if primary:
+        png = plot_reward_curve(out_dir / "metrics.jsonl", out_dir / "reward_curve.png")
     steps_done = state.step - start
     summary = {
         "step": state.step,
@@ -724,7 +761,10 @@ def run_grpo(
         "reward_curve": str(png) if png else None,
         "wall_s": time.perf_counter() - t_start,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if os.environ.get(DIGEST_ENV):
+        summary["params_digest"] = shard_digests(trainer.params)
+    if primary:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

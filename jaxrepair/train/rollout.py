@@ -1,43 +1,18 @@
-"""The JAX-side driver of the environment farm: G episodes per task, batched generation.
-
-Why it is shaped this way: environment steps (builds, tool calls) run on CPU worker processes
-and take seconds; generation runs on the accelerator. Episodes therefore run as asyncio
-coroutines: an episode that needs the model puts itself on a *ready queue*; one generator
-coroutine drains that queue into ONE batched `generate` call, run in a thread executor so that
-farm results keep arriving while the accelerator works, then hands each episode its completion
-and the episode goes back to the farm for its step.
-
-Token transcript per episode (what the trainer trains on; generated text is never
-re-tokenised):
-
-    prompt ids   = chat.encode_prompt(reset messages, tokenizer, tools)       loss mask 0
-    completion   = the sampler's ids verbatim (stop token included)           loss mask 1,
-                   with the sampler's log-probs
-    continuation = tokenize("\\n" + the env's new messages rendered as chat
-                   + "<|im_start|>assistant\\n")                              loss mask 0
-    completion, continuation, ... until the env says done
-
-Endings (every episode that starts ends in exactly one of them):
-- scored: the env finished it (outcome pass/fail, reward from build validation);
-- truncated: it would exceed `max_seq_len`, or a completion hit `max_new_tokens` without a stop
-  token, or the driver's turn cap: reward 0 and `truncated=True` so grpo_loss can mask it;
-- infra_error: reset/step failed in the farm (after its retries): `valid=False`, excluded from
-  the advantages, never scored 0.
+"""What rollouts are made of: sampling settings, finished episodes, collection statistics, the
+accelerator clock, and the token pieces of a transcript. The driver that produces them is
+`jaxrepair.train.collector`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from jaxrepair.envs.chat import encode_prompt, parse_assistant, render
+from jaxrepair.envs.chat import render
 
 INFRA = "infra_error"
 TRUNCATED = "truncated"
@@ -47,8 +22,8 @@ __all__ = [
     "Rollout",
     "RolloutStats",
     "SamplingSettings",
-    "collect",
-    "collect_async",
+    "continuation_ids",
+    "initial_messages",
 ]
 
 
@@ -282,7 +257,7 @@ class RolloutStats:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _initial_messages(task: Any, pipeline: str) -> tuple[list[dict], list[dict] | None]:
+def initial_messages(task: Any, pipeline: str) -> tuple[list[dict], list[dict] | None]:
     """The messages an episode starts with, built on the host (fallback when the farm's reset
     does not return them). Never touches a sandbox."""
     from jaxrepair.envs import pipelines as pl
@@ -317,329 +292,3 @@ def continuation_ids(
         else ("<|im_start|>assistant\n")
     )
     return list(tokenizer.encode(head + body))
-
-
-class _Episode:
-    def __init__(self, rollout: Rollout, task: Any) -> None:
-        self.r = rollout
-        self.task = task
-        self.future: asyncio.Future | None = None
-        self.finished = False
-
-
-# ----------------------------------------------------------------------------- collect
-async def collect_async(
-    params: Any,
-    cfg: Any,
-    tasks: Sequence[Any],
-    group_size: int,
-    farm: Any,
-    tokenizer: Any,
-    sampling: SamplingSettings,
-    rng: Any,
-    pipeline: str = "simplified",
-    max_seq_len: int = 4096,
-    *,
-    mesh: Any = None,
-    generate_fn: Callable[..., Any] | None = None,
-    episode_prefix: str = "ep",
-    max_turns: int = 64,
-    linger_s: float = 0.05,
-    max_linger_s: float = 1.0,
-    clock: AcceleratorClock | None = None,
-    truncate_unfinished: bool = True,
-) -> tuple[list[Rollout], RolloutStats]:
-    """Run `group_size` episodes of every task through `farm`; see `collect`."""
-    import jax
-
-    from jaxrepair.model.sampler import generate as _generate
-
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
-    if not tasks:
-        raise ValueError("collect needs at least one task")
-    if max_seq_len < 2:
-        raise ValueError(f"max_seq_len must be >= 2, got {max_seq_len}")
-    gen = generate_fn or _generate
-    stop_ids = list(tokenizer.stop_ids)
-    im_end = tokenizer.eos_id
-    loop = asyncio.get_running_loop()
-    stats = RolloutStats()
-    t_start = time.perf_counter()
-    farm_m0 = farm.metrics() if hasattr(farm, "metrics") else {}
-    key = rng if rng is not None else jax.random.key(0)
-
-    episodes: list[_Episode] = []
-    for g, task in enumerate(tasks):
-        for i in range(group_size):
-            eid = f"{episode_prefix}-{g}-{i}-{task.id}"
-            r = Rollout(task.id, g, i, eid, [], [], [], 0)
-            episodes.append(_Episode(r, task))
-    stats.episodes = len(episodes)
-
-    ready: list[_Episode] = []
-    wake = asyncio.Event()
-    in_env = {"n": len(episodes)}  # episodes currently in the farm (reset or step)
-    alive = {"n": len(episodes)}
-
-    def end(ep: _Episode, outcome: str, reward: float = 0.0, reason: str | None = None) -> None:
-        r = ep.r
-        r.outcome = outcome
-        r.reward = float(reward) if outcome not in (INFRA, TRUNCATED) else 0.0
-        if outcome == TRUNCATED:
-            r.truncated, r.truncation_reason = True, reason
-            stats.truncated += 1
-        elif outcome == INFRA:
-            r.infra_error = reason
-            stats.infra_errors += 1
-        else:
-            stats.scored += 1
-            stats.passed += int(outcome == "pass")
-        ep.finished = True
-        alive["n"] -= 1
-        wake.set()
-
-    def end_truncated(ep: _Episode, reason: str) -> None:
-        eid = ep.r.episode_id
-        try:
-            if hasattr(farm, "truncate"):
-                farm.truncate(eid, reason)
-            else:  # the farm has no truncated outcome: close it as not continued
-                farm.abandon(eid, f"truncated: {reason}")
-        finally:
-            end(ep, TRUNCATED, reason=reason)
-
-    async def request_generation(ep: _Episode) -> tuple[list[int], list[float]]:
-        ep.future = loop.create_future()
-        ready.append(ep)
-        stats.max_queue_depth = max(stats.max_queue_depth, len(ready))
-        in_env["n"] -= 1
-        wake.set()
-        try:
-            return await ep.future
-        finally:
-            in_env["n"] += 1
-
-    async def run_episode(ep: _Episode) -> None:
-        r = ep.r
-        try:
-            res = await farm.reset(r.episode_id, ep.task, pipeline)
-        except Exception as e:  # noqa: BLE001 - the farm reports faults as infra_error
-            _safe_abandon(farm, r.episode_id, f"reset raised {type(e).__name__}: {e}")
-            end(ep, INFRA, reason=f"reset: {type(e).__name__}: {e}")
-            in_env["n"] -= 1
-            return
-        if (
-            _farm_outcome(farm, r.episode_id) == INFRA
-            or getattr(res, "outcome", None) == INFRA
-            or getattr(res, "infra_error", None)
-        ):
-            end(ep, INFRA, reason="reset failed in the farm")
-            in_env["n"] -= 1
-            return
-        info = getattr(res, "info", None) or {}
-        if "messages" in info:
-            messages, tools = list(info["messages"]), info.get("tools")
-        else:
-            messages, tools = _initial_messages(ep.task, pipeline)
-        r.messages, r.tools = messages, tools
-        prompt = encode_prompt(messages, tokenizer, tools)
-        r.tokens = list(prompt)
-        r.loss_mask = [0] * len(prompt)
-        r.old_logprobs = [0.0] * len(prompt)
-        r.prompt_len = len(prompt)
-        while True:
-            if len(r.tokens) >= max_seq_len:  # no room to generate: keep max_seq_len tokens
-                del r.tokens[max_seq_len:], r.loss_mask[max_seq_len:], r.old_logprobs[max_seq_len:]
-                end_truncated(ep, "max_seq_len")
-                in_env["n"] -= 1
-                return
-            if r.turns >= max_turns:
-                end_truncated(ep, "max_turns")
-                in_env["n"] -= 1
-                return
-            comp, lps = await request_generation(ep)
-            r.turns += 1
-            room = max_seq_len - len(r.tokens)
-            stopped = bool(comp) and comp[-1] in stop_ids
-            if len(comp) > room:
-                comp, lps, why = comp[:room], lps[:room], "max_seq_len"
-            elif not stopped and truncate_unfinished:
-                why = "max_new_tokens"
-            else:
-                why = None
-            r.tokens += comp
-            r.loss_mask += [1] * len(comp)
-            r.old_logprobs += [float(x) for x in lps]
-            stats.generated_tokens += len(comp)
-            text_ids = comp[:-1] if stopped and why is None else comp
-            text = tokenizer.decode(text_ids)
-            r.messages.append(parse_assistant(text).to_message())
-            if why is not None:
-                end_truncated(ep, why)
-                in_env["n"] -= 1
-                return
-            res = await farm.step(r.episode_id, text)
-            info = res.info or {}
-            if res.done:
-                calls = info.get("tool_calls")
-                r.tool_calls = len(calls) if isinstance(calls, list) else int(calls or 0)
-                r.tampered = bool(info.get("tampered", False))
-                r.info = {k: info[k] for k in ("end_reason", "guard", "steps") if k in info}
-                if res.outcome == INFRA or res.infra_error:
-                    end(ep, INFRA, reason=res.infra_error or "step failed in the farm")
-                else:
-                    r.messages += list(info.get("new_messages") or [])
-                    end(ep, res.outcome or ("pass" if res.reward > 0 else "fail"), res.reward)
-                in_env["n"] -= 1
-                return
-            new = list(info.get("new_messages") or [])
-            r.messages += new
-            cont = continuation_ids(tokenizer, new, ended_with_im_end=comp[-1] == im_end)
-            r.tokens += cont
-            r.loss_mask += [0] * len(cont)
-            r.old_logprobs += [0.0] * len(cont)
-
-    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="generate")
-    call_index = {"n": 0}
-
-    def run_generate(prompts: list[list[int]]) -> Any:
-        sub = jax.random.fold_in(key, call_index["n"])
-        call_index["n"] += 1
-        t0 = time.perf_counter()
-        out = gen(
-            params,
-            cfg,
-            prompts,
-            max_new_tokens=sampling.max_new_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            stop_tokens=stop_ids,
-            rng=sub,
-            pad_id=tokenizer.pad_id,
-            **({"mesh": mesh} if mesh is not None else {}),
-        )
-        np.asarray(out.tokens)  # block until the device finished
-        t1 = time.perf_counter()
-        if clock is not None:
-            clock.add(t0, t1)
-        return out, t1 - t0
-
-    async def generator() -> None:
-        while alive["n"] > 0:
-            if not ready:
-                t0 = time.perf_counter()
-                wake.clear()
-                await wake.wait()
-                stats.env_wait_s += time.perf_counter() - t0
-                continue
-            # linger while other episodes keep arriving (gaps < linger_s, at most max_linger_s),
-            # so episodes that become ready together share one generate call
-            hard = time.perf_counter() + max_linger_s
-            while in_env["n"] > 0 and len(ready) < sampling.max_batch:
-                left = min(linger_s, hard - time.perf_counter())
-                if left <= 0:
-                    break
-                wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), left)
-                except TimeoutError:
-                    break
-            batch = ready[: sampling.max_batch]
-            del ready[: sampling.max_batch]
-            prompts = [ep.r.tokens for ep in batch]
-            stats.batch_sizes.append(len(batch))
-            stats.generate_calls += 1
-            try:
-                out, dt = await loop.run_in_executor(executor, run_generate, prompts)
-            except BaseException as e:
-                for ep in batch:
-                    if ep.future is not None and not ep.future.done():
-                        ep.future.set_exception(RuntimeError(f"generation failed: {e!r}"))
-                raise
-            stats.generation_s += dt
-            for row, ep in enumerate(batch):
-                n = int(out.lengths[row])
-                toks = [int(t) for t in np.asarray(out.tokens[row, :n])]
-                lps = [float(x) for x in np.asarray(out.logprobs[row, :n])]
-                ep.future.set_result((toks, lps))
-
-    ep_tasks = [asyncio.ensure_future(run_episode(ep)) for ep in episodes]
-    gen_task = asyncio.ensure_future(generator())
-    try:
-        done, _ = await asyncio.wait([gen_task, *ep_tasks], return_when=asyncio.FIRST_EXCEPTION)
-        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-        if failed:
-            raise failed[0].exception()
-        await asyncio.gather(*ep_tasks)
-        await gen_task
-    finally:
-        for t in [gen_task, *ep_tasks]:
-            if not t.done():
-                t.cancel()
-        await asyncio.gather(gen_task, *ep_tasks, return_exceptions=True)
-        executor.shutdown(wait=True)
-        for ep in episodes:  # anything left unfinished by an exception is still accounted
-            if not ep.finished:
-                _safe_abandon(farm, ep.r.episode_id, "driver stopped before the episode ended")
-                end(ep, INFRA, reason="driver stopped before the episode ended")
-    stats.wall_s = time.perf_counter() - t_start
-    farm_m1 = farm.metrics() if hasattr(farm, "metrics") else {}
-    for k, attr in (("cache_hits", "cache_hits"), ("builds", "builds")):
-        setattr(stats, attr, int(farm_m1.get(k, 0)) - int(farm_m0.get(k, 0)))
-    if hasattr(farm, "accounting"):
-        stats.farm_accounting = farm.accounting()
-    return [ep.r for ep in episodes], stats
-
-
-def _farm_outcome(farm: Any, eid: str) -> str | None:
-    try:
-        return farm.outcome(eid) if hasattr(farm, "outcome") else None
-    except KeyError:
-        return None
-
-
-def _safe_abandon(farm: Any, eid: str, reason: str) -> None:
-    try:
-        farm.abandon(eid, reason)
-    except Exception:  # noqa: BLE001 - an episode the farm never registered
-        pass
-
-
-def collect(
-    params: Any,
-    cfg: Any,
-    tasks: Sequence[Any],
-    group_size: int,
-    farm: Any,
-    tokenizer: Any,
-    sampling: SamplingSettings,
-    rng: Any,
-    pipeline: str = "simplified",
-    max_seq_len: int = 4096,
-    **kwargs: Any,
-) -> tuple[list[Rollout], RolloutStats]:
-    """`group_size` rollouts of every task, laid out group by group (task-major).
-
-    Blocking wrapper around `collect_async` (runs its own event loop, so it may be called from
-    a background thread, e.g. for overlap). Keyword options: `mesh`, `generate_fn` (same
-    signature as `jaxrepair.model.sampler.generate`, for tests), `episode_prefix` (episode ids
-    must be unique per farm), `max_turns`, `linger_s` / `max_linger_s` (a ready episode
-    waits while others keep joining its generate call), `clock` (an AcceleratorClock), `truncate_unfinished`.
-    """
-    return asyncio.run(
-        collect_async(
-            params,
-            cfg,
-            tasks,
-            group_size,
-            farm,
-            tokenizer,
-            sampling,
-            rng,
-            pipeline,
-            max_seq_len,
-            **kwargs,
-        )
-    )

@@ -378,6 +378,7 @@ def run_sft(
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
     from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, load_params
+    from jaxrepair.train.storage import run_path, save_dir_once, write_text_once
     from jaxrepair.train.trainer import Trainer, optimizer_from_config
 
     t_start = time.perf_counter()
@@ -412,9 +413,8 @@ def run_sft(
     param_dtype = jnp.dtype(config.model.param_dtype)
     compute = jnp.dtype(config.model.dtype)
     chunk = min(DEFAULT_CHUNK, d.seq_len)
-    out_dir = Path(tr.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.toml")
+    out_dir = run_path(tr.out_dir)
+    write_text_once(out_dir / "config.toml", config.to_toml())
     trainer = Trainer(
         cfg,
         None,
@@ -442,8 +442,7 @@ def run_sft(
         else:
             params = init_params(cfg, jax.random.key(tr.seed), mesh=mesh, dtype=param_dtype)
         trainer.set_params(params)
-    if jax.process_index() == 0:
-        tok.save(out_dir / "checkpoints" / TOKENIZER_SUBDIR)
+    save_dir_once(out_dir / "checkpoints" / TOKENIZER_SUBDIR, tok.save)
     eval_fn = None
     if eval_rows is not None:
         eval_fn = make_eval_fn(eval_rows, cfg, d.batch_size, chunk, mesh)
@@ -458,5 +457,5 @@ def run_sft(
         wall_s=time.perf_counter() - t_start,
         checkpoint_dir=str(out_dir / "checkpoints"),
     )
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_once(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -18,12 +18,13 @@ the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 import jax
@@ -36,18 +37,21 @@ from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import param_shardings
 from jaxrepair.train.checkpoint import (
     Checkpointer,
-    PreemptionFlag,
+    PreemptionSync,
     abstract_like,
     config_to_json,
     rng_from_json,
     rng_to_json,
 )
+from jaxrepair.train.storage import check_shared_storage, is_primary, is_uri, run_path
 
 log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 LossFn = Callable[[Params, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 BATCH_AXES = ("data", "fsdp")
+# When set, `fit` adds this process's `shard_digests(params)` to its summary (diagnostics/tests).
+DIGEST_ENV = "JAXREPAIR_PARAMS_DIGEST"
 
 
 class DataLoader(Protocol):
@@ -242,39 +246,100 @@ def build_step_fn(
     return step_fn
 
 
+# ----------------------------------------------------------------------------- digests
+def _path_name(path: tuple) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _index_str(index: tuple[slice, ...]) -> str:
+    return ",".join(
+        f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}" for s in index
+    )
+
+
+def shard_digests(tree: Any) -> dict[str, list[str]]:
+    """sha256 of every addressable shard of every array in `tree`, by "a/b@start:stop,...".
+
+    Reads only this process's shards (never a non-addressable array), so any process can call
+    it alone. Each copy of a replicated shard on this process is listed, so comparing the lists
+    of all processes with one reference proves every copy of the parameters is bitwise equal.
+    """
+    out: dict[str, list[str]] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = _path_name(path)
+        if not isinstance(leaf, jax.Array):
+            leaf = jnp.asarray(leaf)
+        for shard in sorted(leaf.addressable_shards, key=lambda s: s.device.id):
+            data = np.ascontiguousarray(np.asarray(shard.data))
+            key = f"{name}@{_index_str(shard.index)}"
+            out.setdefault(key, []).append(hashlib.sha256(data.tobytes()).hexdigest())
+    return out
+
+
 # ----------------------------------------------------------------------------- metrics
 class MetricsLogger:
-    """metrics.jsonl + TensorBoard (tensorboardX) + a tqdm progress bar."""
+    """metrics.jsonl + TensorBoard (tensorboardX) + a tqdm progress bar, on process 0 only.
+
+    Every process may call `log` (the rows are the same everywhere); only process 0 writes, so
+    a multi-process run has each row once. Local out_dirs append; on object storage (no
+    append) the whole file is rewritten at most every `upload_every_s` seconds and at close.
+    """
 
     def __init__(
         self,
-        out_dir: str | Path,
+        out_dir: str | os.PathLike,
         total_steps: int,
         start_step: int = 0,
         tensorboard: bool = True,
         progress: bool = True,
+        upload_every_s: float = 30.0,
     ):
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(self.out_dir / "metrics.jsonl", "a")  # noqa: SIM115
+        self.out_dir = run_path(out_dir)
+        self.active = is_primary()
+        self.path = self.out_dir / "metrics.jsonl"
+        self.jsonl = None
+        self._rows: list[str] | None = None  # object storage: the whole file, rewritten
+        self._uploaded = time.monotonic()
+        self.upload_every_s = upload_every_s
         self.tb = None
-        if tensorboard and jax.process_index() == 0:
+        self.bar = None
+        if not self.active:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if is_uri(self.out_dir):
+            self._rows = self.path.read_text().splitlines(True) if self.path.exists() else []
+        else:
+            self.jsonl = open(self.path, "a")  # noqa: SIM115
+        if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
 
                 self.tb = SummaryWriter(str(self.out_dir / "tb"))
             except ImportError:  # pragma: no cover - tensorboardX is a dependency
                 log.warning("tensorboardX not installed; TensorBoard logging is off")
-        self.bar = None
+            except Exception as e:  # noqa: BLE001 - e.g. a storage scheme it cannot write
+                log.warning("TensorBoard logging is off: %s", e)
         if progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
+    def _upload(self) -> None:
+        if self._rows is not None:
+            self.path.write_text("".join(self._rows))
+            self._uploaded = time.monotonic()
+
     def log(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
+        if not self.active:
+            return
         row = {"step": step, **{f"{prefix}{k}": float(v) for k, v in metrics.items()}}
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
+        elif self._rows is not None:
+            self._rows.append(json.dumps(row) + "\n")
+            if time.monotonic() - self._uploaded >= self.upload_every_s:
+                self._upload()
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
@@ -288,7 +353,9 @@ class MetricsLogger:
             self.bar.update(n)
 
     def close(self) -> None:
-        self.jsonl.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        self._upload()
         if self.tb is not None:
             self.tb.close()
         if self.bar is not None:
@@ -315,7 +382,7 @@ class Trainer:
         mesh: Mesh | None = None,
         compute_dtype=None,
         accum_steps: int = 1,
-        out_dir: str | Path,
+        out_dir: str | os.PathLike,
         seed: int = 0,
         checkpoint_every: int = 0,
         checkpoint_keep: int = 3,
@@ -330,8 +397,9 @@ class Trainer:
         self.mesh = mesh if mesh is not None else single_device_mesh()
         self.optimizer, self.schedule = optimizer
         self.accum_steps = accum_steps
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = run_path(out_dir)
+        # a collective: every process must see this directory before orbax writes to it
+        check_shared_storage(self.out_dir)
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
         self.tensorboard = tensorboard
@@ -473,7 +541,7 @@ class Trainer:
         tokens_total, t_total = 0, 0.0
         compile_s = None
         try:
-            with PreemptionFlag() as flag:
+            with PreemptionSync() as preempt:
                 while self.step < total_steps:
                     if stop_after is not None and self.step - start >= stop_after:
                         break
@@ -505,8 +573,8 @@ class Trainer:
                         evals = dict(eval_fn(self))
                         logger.log(step, evals, prefix="eval/")
                         t_since = time.perf_counter()  # exclude eval time from tokens/s
-                    if flag.is_set():
-                        log.warning("signal %s: saving step %d and stopping", flag.signum, step)
+                    if preempt.should_stop(step):  # collective: same answer on every process
+                        log.warning("preemption notice: saving step %d and stopping", step)
                         self.save(loader)
                         preempted = True
                         break
@@ -519,7 +587,7 @@ class Trainer:
             logger.close()
         if eval_fn is not None and not preempted and self.step == total_steps and not evals:
             evals = dict(eval_fn(self))
-        return {
+        summary: dict[str, Any] = {
             "step": self.step,
             "total_steps": total_steps,
             "preempted": preempted,
@@ -529,6 +597,9 @@ class Trainer:
             "compile_s": compile_s,
             "out_dir": str(self.out_dir),
         }
+        if os.environ.get(DIGEST_ENV):
+            summary["params_digest"] = shard_digests(self.params)
+        return summary
 
     def close(self) -> None:
         self.ckpt.close()

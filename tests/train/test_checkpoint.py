@@ -243,3 +243,110 @@ def test_export_hf_loads_in_transformers_with_same_logits(straight, tmp_path):
     assert step == 0 and cfg2.replace(remat=cfg.remat) == cfg
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ----------------------------------------------------------------------------- storage URIs
+class _MappedBackend:
+    """An etils backend serving `gs://...` from a local folder (stands in for GCS)."""
+
+    def __init__(self, root: Path):
+        from etils.epath import backend
+
+        self.root, self.os = root, backend.os_backend
+
+    def _p(self, path) -> str:
+        s = os.fspath(path)
+        assert s.startswith("gs://"), s
+        return str(self.root / s[len("gs://") :])
+
+    def __getattr__(self, name):
+        fn = getattr(self.os, name)
+
+        def call(path, *args, **kwargs):
+            args = [self._p(a) if str(a).startswith("gs://") else a for a in args]
+            out = fn(self._p(path), *args, **kwargs)
+            if name == "walk":  # report roots in gs:// form, as a GCS backend would
+                return (("gs://" + str(Path(r).relative_to(self.root)), d, f) for r, d, f in out)
+            if name == "glob":
+                return ["gs://" + str(Path(x).relative_to(self.root)) for x in out]
+            return out
+
+        return call
+
+
+@pytest.fixture
+def fake_gs(tmp_path, monkeypatch):
+    from etils.epath import gpath
+
+    root = tmp_path / "bucket-root"
+    root.mkdir()
+    monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "gs", _MappedBackend(root))
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+def test_run_path_keeps_uris_and_makes_local_paths_absolute(tmp_path, monkeypatch):
+    from jaxrepair.train.storage import StorageError, run_path
+
+    monkeypatch.chdir(tmp_path)
+    for uri in ("gs://bucket/runs/a", "s3://bucket/x"):
+        assert str(run_path(uri)) == uri
+        assert str(run_path(uri) / "checkpoints") == uri + "/checkpoints"
+    assert str(run_path("runs/a")) == str(tmp_path / "runs" / "a")
+    with pytest.raises(StorageError, match="nope:// is not supported"):
+        run_path("nope://bucket/x")
+
+
+def test_uri_out_dir_files_land_in_storage_not_in_a_local_gs_folder(fake_gs, tmp_path):
+    """Run-level files of a gs:// out_dir (metrics, text files, a tokenizer folder, commit
+    markers) go through the storage backend; nothing named `gs:` appears locally."""
+    from jaxrepair.train.checkpoint import _manifest, verify_step_dir
+    from jaxrepair.train.storage import (
+        check_shared_storage,
+        run_path,
+        save_dir_once,
+        write_text_once,
+    )
+    from jaxrepair.train.trainer import MetricsLogger
+
+    out = run_path("gs://bucket/run")
+    check_shared_storage(out)  # one process: creates the directory, nothing to agree on
+    write_text_once(out / "summary.json", "{}")
+    save_dir_once(out / "tok", lambda d: (Path(d) / "tokenizer.json").write_text("t"))
+    m = MetricsLogger(out, total_steps=2, tensorboard=False, progress=False)
+    m.log(1, {"loss": 2.0})
+    m.log(2, {"loss": 1.0})
+    m.close()
+    m = MetricsLogger(out, total_steps=3, start_step=2, tensorboard=False, progress=False)
+    m.log(3, {"loss": 0.5})  # a resumed run keeps the earlier rows (no append on GCS)
+    m.close()
+    local = fake_gs / "bucket" / "run"
+    rows = [json.loads(x)["step"] for x in (local / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3]
+    assert (local / "summary.json").read_text() == "{}"
+    assert (local / "tok" / "tokenizer.json").read_text() == "t"
+    step = out / "5"
+    (step / "params").mkdir(parents=True)
+    (step / "params" / "data").write_bytes(b"x" * 10)
+    marker = {"step": 5, "files": _manifest(step)}
+    assert marker["files"] == {"params/data": 10}
+    (step / COMMIT_MARKER).write_text(json.dumps(marker))
+    assert verify_step_dir(step) is None
+    (step / "params" / "data").write_bytes(b"x" * 3)
+    assert "has 3 bytes, 10 were written" in verify_step_dir(step)
+    assert not any(p.name.startswith("gs:") for p in tmp_path.rglob("*"))
+
+
+def test_preemption_sync_single_process_follows_the_signal():
+    """One process without a distributed runtime: SIGTERM sets the flag, should_stop sees it
+    at the next step, and the old handler is back afterwards."""
+    from jaxrepair.train.checkpoint import PreemptionSync
+
+    before = signal.getsignal(signal.SIGTERM)
+    with PreemptionSync() as p:
+        assert p.mode == "local"
+        assert not p.should_stop(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert p.should_stop(2) and p.stopped_at == 2
+    assert signal.getsignal(signal.SIGTERM) is before

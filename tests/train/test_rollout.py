@@ -20,9 +20,10 @@ from jaxrepair.envs.chat import encode_chat
 from jaxrepair.envs.farm import StepResult
 from jaxrepair.envs.tokenizer import load_tokenizer
 from jaxrepair.model.sampler import GenerationOutput
+from jaxrepair.train.collector import collect
 from jaxrepair.train.grpo import group_advantages
 from jaxrepair.train.grpo_trainer import rollouts_to_batch
-from jaxrepair.train.rollout import AcceleratorClock, SamplingSettings, collect
+from jaxrepair.train.rollout import AcceleratorClock, SamplingSettings
 
 TOOLS = [{"type": "function", "function": {"name": "run", "description": "run", "parameters": {}}}]
 
@@ -307,6 +308,67 @@ def test_sampler_logprobs_equal_trainer_logprobs_on_the_transcript(tok):
     m = batch["loss_mask"] > 0
     assert m.sum() == sum(r.generated_tokens for r in rollouts) > 8
     np.testing.assert_allclose(lp[m], batch["sampler_logprobs"][m], atol=1e-4)
+
+
+class SlowFarm(FakeFarm):
+    """FakeFarm whose resets and steps take a seeded random 0-`jitter` seconds each."""
+
+    def __init__(self, jitter, seed, **kw):
+        super().__init__(seed=seed, **kw)
+        self.jitter = jitter
+
+    async def reset(self, eid, task, pipeline):
+        await asyncio.sleep(self.rng.uniform(0, self.jitter))
+        return await super().reset(eid, task, pipeline)
+
+    async def step(self, eid, text):
+        await asyncio.sleep(self.rng.uniform(0, self.jitter))
+        return await super().step(eid, text)
+
+
+def test_rollouts_do_not_depend_on_environment_timing(tok):
+    """Real sampler at temperature 1, multi-turn, several chunks: farms with different latency
+    patterns (results arriving in different orders) give bit-identical rollouts, and the
+    generate calls are the same chunks whatever finished first."""
+    from jaxrepair.model import Qwen3Config, init_params
+    from jaxrepair.model.sampler import generate
+
+    cfg = Qwen3Config.preset("tiny", vocab_size=tok.vocab_size)
+    params = init_params(cfg, jax.random.key(0))
+
+    def run(jitter, seed):
+        calls: list[list[int]] = []
+
+        def gen(params, cfg, prompts, **kw):
+            calls.append([len(p) for p in prompts])
+            return generate(params, cfg, prompts, **kw)
+
+        rollouts, stats = collect(
+            params,
+            cfg,
+            [FakeTask("a"), FakeTask("b"), FakeTask("c")],
+            2,
+            SlowFarm(jitter, seed, turns=2),
+            tok,
+            SamplingSettings(max_new_tokens=6, temperature=1.0, max_batch=4),
+            jax.random.key(7),
+            truncate_unfinished=False,
+            generate_fn=gen,
+        )
+        assert stats.complete and stats.episodes == 6
+        return rollouts, sorted(calls)
+
+    a, calls_a = run(0.0, 0)
+    b, calls_b = run(0.05, 1)
+    c, calls_c = run(0.05, 2)
+    assert calls_a == calls_b == calls_c
+    # 2 chunks (4 + 2 episodes) x 2 turns, every live episode of a chunk in one call
+    assert sorted(len(x) for x in calls_a) == [2, 2, 4, 4]
+    for ra, rb, rc in zip(a, b, c, strict=True):
+        assert ra.tokens == rb.tokens == rc.tokens
+        assert ra.old_logprobs == rb.old_logprobs == rc.old_logprobs
+        assert ra.loss_mask == rb.loss_mask and ra.messages == rb.messages
+    assert len({tuple(r.tokens) for r in a}) == 6  # sampling really differs between episodes
 
 
 def test_full_pipeline_through_the_real_farm(tok, tmp_path):
