@@ -249,13 +249,14 @@ def run_demo(
     import jax
     from rich.console import Console
 
+    from jaxrepair import multihost
     from jaxrepair.config import load_config
     from jaxrepair.envs import load_tasks, make_sandbox
     from jaxrepair.envs.corpus_validate import validate_corpus
     from jaxrepair.envs.expert import collect_trajectories
     from jaxrepair.envs.farm import EnvFarm
     from jaxrepair.envs.tokenizer import load_tokenizer
-    from jaxrepair.model import Qwen3Config, init_params
+    from jaxrepair.model import Qwen3Config, init_params, make_mesh
     from jaxrepair.train.checkpoint import load_params
     from jaxrepair.train.evaluate import evaluate
     from jaxrepair.train.grpo_trainer import run_grpo
@@ -265,7 +266,13 @@ def run_demo(
     console = Console(width=None if Console().is_terminal else 150)
     s = settings or (QUICK if quick else FULL)
     out = Path(out_dir)
-    _prepare_out(out)
+    # several processes (one per host) share out_dir: process 0 prepares it and writes the
+    # host-side artefacts (validation, expert trajectories, the summary); all train and evaluate
+    primary = multihost.is_primary()
+    if primary:
+        _prepare_out(out)
+    multihost.sync("demo out_dir ready")
+    mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -282,30 +289,37 @@ def run_demo(
     train = _stratified([t for t in fitting if t.split == "train"], s.train_tasks, 0)
     test = _stratified([t for t in fitting if t.split == "test"], s.test_tasks, 1)
     sandbox = make_sandbox("local")
-    report = validate_corpus(
-        train + test, sandbox, repeats=1, workers=s.workers, sample=s.validate_sample
-    )
+    valid_ok = None
+    if primary:
+        report = validate_corpus(
+            train + test, sandbox, repeats=1, workers=s.workers, sample=s.validate_sample
+        )
+        valid_ok = report.ok
+    valid_ok = multihost.broadcast_object(valid_ok)
     timings["validate"] = time.perf_counter() - t0
     console.print(
         f"{len(tasks)} tasks, {len(fitting)} fit {s.seq_len} tokens; using {len(train)} train / "
-        f"{len(test)} held-out; validated sample ok: {report.ok}"
+        f"{len(test)} held-out; validated sample ok: {valid_ok}"
     )
 
     # 2. expert trajectories -------------------------------------------------------------
     t0 = stage("2/6 expert trajectories (the teacher knows the reference fix)")
     traj_simple, traj_full = out / "trajectories_simplified.jsonl", out / "trajectories_full.jsonl"
-    recs = collect_trajectories(train, "simplified", sandbox, traj_simple, workers=s.workers)
-    recs += collect_trajectories(
-        _stratified(train, s.full_sft_tasks, 2),
-        "full",
-        sandbox,
-        traj_full,
-        workers=s.workers,
-        max_steps=12,
-    )
-    solved = sum(r["reward"] > 0 for r in recs)
+    counts = None
+    if primary:
+        recs = collect_trajectories(train, "simplified", sandbox, traj_simple, workers=s.workers)
+        recs += collect_trajectories(
+            _stratified(train, s.full_sft_tasks, 2),
+            "full",
+            sandbox,
+            traj_full,
+            workers=s.workers,
+            max_steps=12,
+        )
+        counts = (len(recs), sum(r["reward"] > 0 for r in recs))
+    n_recs, solved = multihost.broadcast_object(counts)  # the files are written: go on
     timings["expert"] = time.perf_counter() - t0
-    console.print(f"{len(recs)} expert trajectories, {solved} solved -> {traj_simple}, {traj_full}")
+    console.print(f"{n_recs} expert trajectories, {solved} solved -> {traj_simple}, {traj_full}")
 
     # 3. SFT -----------------------------------------------------------------------------
     t0 = stage("3/6 SFT of a toy Qwen3 on the expert trajectories")
@@ -349,7 +363,7 @@ def run_demo(
     ).start()
 
     def eval_model(name: str, params: Any, cfg: Qwen3Config, on_train: bool) -> None:
-        common = dict(max_seq_len=s.seq_len, farm=eval_farm, tokenizer=tok, cfg=cfg)
+        common = dict(max_seq_len=s.seq_len, farm=eval_farm, tokenizer=tok, cfg=cfg, mesh=mesh)
         held = evaluate(
             params,
             tasks=test,
@@ -390,8 +404,8 @@ def run_demo(
 
     try:
         t0 = stage("4/6 evaluate the base and SFT models")
-        sft_model_cfg, sft_params, _ = load_params(out / "sft")
-        base_params = init_params(sft_model_cfg, jax.random.key(123))
+        sft_model_cfg, sft_params, _ = load_params(out / "sft", mesh=mesh)
+        base_params = init_params(sft_model_cfg, jax.random.key(123), mesh=mesh)
         eval_model("base", base_params, sft_model_cfg, on_train=False)
         eval_model("sft", sft_params, sft_model_cfg, on_train=True)
         del base_params, sft_params
@@ -433,14 +447,14 @@ def run_demo(
 
         # 6. evaluate RL -----------------------------------------------------------------
         t0 = stage("6/6 evaluate the RL model; results")
-        _, rl_params, _ = load_params(out / "grpo")
+        _, rl_params, _ = load_params(out / "grpo", mesh=mesh)
         eval_model("rl", rl_params, sft_model_cfg, on_train=True)
         timings["eval_rl"] = time.perf_counter() - t0
     finally:
         eval_farm.close()
 
     _print_table(console, table)
-    png = _plot(out, out / "grpo" / "metrics.jsonl", table, k)
+    png = _plot(out, out / "grpo" / "metrics.jsonl", table, k) if primary else None
     timings["total"] = time.perf_counter() - t_all
     summary = {
         "settings": dataclasses.asdict(s),
@@ -448,16 +462,17 @@ def run_demo(
             "tasks": len(tasks),
             "train_used": len(train),
             "test_used": len(test),
-            "validated_sample_ok": report.ok,
+            "validated_sample_ok": valid_ok,
         },
-        "expert": {"trajectories": len(recs), "solved": solved},
+        "expert": {"trajectories": n_recs, "solved": solved},
         "sft": sft_summary,
         "grpo": grpo_summary,
         "eval": table,
         "timings_s": timings,
         "reward_curve_png": str(png),
     }
-    (out / MARKER).write_text(json.dumps(summary, indent=2, default=str))
-    (out / "demo_running").unlink(missing_ok=True)
+    if primary:
+        (out / MARKER).write_text(json.dumps(summary, indent=2, default=str))
+        (out / "demo_running").unlink(missing_ok=True)
     console.print(f"wrote {out / MARKER} and {png}; total {timings['total'] / 60:.1f} min")
     return summary

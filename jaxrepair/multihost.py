@@ -58,6 +58,14 @@ def any_process(flag: bool) -> bool:
     return any(bool(f) for f in allgather_objects(bool(flag)))
 
 
+def sync(name: str) -> None:
+    """Wait until every process got here (a barrier; nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def global_rows(x: np.ndarray, mesh: Mesh, axes: tuple[str, ...] = ("data", "fsdp")) -> jax.Array:
     """A host array that every process holds in full, placed on `mesh` with its rows split over
     the batch `axes` (each process fills only its own shards, so nothing crosses hosts)."""
@@ -75,4 +83,5 @@ __all__ = [
     "global_rows",
     "is_primary",
     "process_count",
+    "sync",
 ]

@@ -47,8 +47,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxrepair import multihost
 from jaxrepair.model.config import Qwen3Config
-from jaxrepair.train.storage import is_primary, is_uri, run_path
+from jaxrepair.multihost import is_primary
+from jaxrepair.train.storage import is_uri, run_path
 
 log = logging.getLogger(__name__)
 
@@ -235,33 +237,12 @@ class PreemptionSync:
 
             stop = bool(multihost_utils.reached_preemption_sync_point(int(step)))
         elif mode == "allgather":
-            stop = _any_process(self._flag.is_set())
+            stop = multihost.any_process(self._flag.is_set())
         else:
             stop = self._flag.is_set()
         if stop:
             self.stopped_at = int(step)
         return stop
-
-
-def _any_process(flag: bool) -> bool:
-    """OR of `flag` over processes (a collective when there are several)."""
-    if jax.process_count() == 1:
-        return bool(flag)
-    from jax.experimental import multihost_utils
-
-    flags = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
-    return bool(np.asarray(flags).any())
-
-
-def agree_int(value: int | None) -> int | None:
-    """Process 0's `value` on every process (None stays None); a collective when multi-process."""
-    if jax.process_count() == 1:
-        return value
-    from jax.experimental import multihost_utils
-
-    arr = np.asarray([-1 if value is None else int(value)], np.int32)
-    out = int(np.asarray(multihost_utils.broadcast_one_to_all(arr)).ravel()[0])
-    return None if out < 0 else out
 
 
 # ----------------------------------------------------------------------------- manager
@@ -396,7 +377,7 @@ class Checkpointer:
         collective in multi-process runs)."""
         step = self._local_latest_good_step() if is_primary() else None
         if jax.process_count() > 1:
-            step = agree_int(step)
+            step = multihost.broadcast_object(step)
             self.mngr.reload()  # see process 0's quarantine moves
         return step
 
@@ -408,7 +389,7 @@ class Checkpointer:
             out = self.mngr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 - any read failure means "try the previous"
             error = f"{type(e).__name__}: {e}"
-        if jax.process_count() > 1 and _any_process(error is not None) and error is None:
+        if jax.process_count() > 1 and multihost.any_process(error is not None) and error is None:
             error = "another process could not read it"
         return out, error
 
@@ -426,14 +407,14 @@ class Checkpointer:
         restores the step process 0 chose.
         """
         self.wait()
-        newest = agree_int(max(self.steps(), default=None))
+        newest = multihost.broadcast_object(max(self.steps(), default=None))
         while True:
             good = self.latest_good_step() if step is None else step
             if good is None:
                 return None
             if step is not None:
                 reason = verify_step_dir(self.directory / str(step)) if is_primary() else None
-                if jax.process_count() > 1 and agree_int(int(reason is not None)):
+                if jax.process_count() > 1 and multihost.broadcast_object(int(reason is not None)):
                     reason = reason or "process 0 found it incomplete (see its log)"
                 if reason:
                     raise CheckpointError(f"checkpoint step {step} in {self.directory}: {reason}")

@@ -36,6 +36,7 @@ resumed run continues with the same task sequence and optimizer state.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -445,7 +446,30 @@ def load_train_tasks(config: Any) -> list[Any]:
     return train
 
 
-def plot_reward_curve(metrics_path: Path, out_png: Path) -> Path | None:
+class RolloutLog:
+    """Every sampled rollout as a JSON line: appended to `rollouts.jsonl` in a local run
+    directory; on object storage (no appends) one `rollouts/STEP.jsonl` per GRPO step."""
+
+    def __init__(self, out_dir: Any):
+        from jaxrepair.train.storage import is_uri
+
+        self.out_dir = out_dir
+        self.local = None if is_uri(out_dir) else open(out_dir / "rollouts.jsonl", "a")  # noqa: SIM115
+
+    def write(self, step: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        text = "".join(json.dumps(row, default=str) + "\n" for row in rows)
+        if self.local is not None:
+            self.local.write(text)
+            self.local.flush()
+        else:
+            (self.out_dir / "rollouts" / f"{step:06d}.jsonl").write_text(text)
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
+
+
+def plot_reward_curve(metrics_path: Any, out_png: Any) -> Any | None:
     """Reward mean and pass rate per GRPO step (last row per step wins after a resume)."""
     if not metrics_path.is_file():
         return None
@@ -473,8 +497,10 @@ def plot_reward_curve(metrics_path: Path, out_png: Path) -> Path | None:
     ax.legend()
     ax.set_title("GRPO reward")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    out_png.write_bytes(buf.getvalue())  # a local path or a storage URI (etils)
     return out_png
 
 
@@ -506,8 +532,9 @@ def run_grpo(
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
-    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, PreemptionFlag, load_params
+    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, PreemptionSync, load_params
     from jaxrepair.train.sft import resolve_model
+    from jaxrepair.train.storage import run_path, save_dir_once, write_text_once
     from jaxrepair.train.trainer import (
         DIGEST_ENV,
         MetricsLogger,
@@ -531,10 +558,8 @@ def run_grpo(
     n_rollouts = g.tasks_per_step * g.group_size
     mb = g.minibatch_size or n_rollouts
     total_updates = tr.steps * g.epochs_per_batch * (n_rollouts // mb)
-    out_dir = Path(tr.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if multihost.is_primary():
-        config.save(out_dir / "config.toml")
+    out_dir = run_path(tr.out_dir)
+    write_text_once(out_dir / "config.toml", config.to_toml())
 
     trainer = Trainer(
         cfg,
@@ -569,8 +594,7 @@ def run_grpo(
         trainer.set_params(params0)
     elif g.kl_beta > 0:
         ref_params = initial_params()  # the reference is the run's starting point, not the resume
-    if jax.process_index() == 0:
-        tok.save(out_dir / "checkpoints" / TOKENIZER_SUBDIR)
+    save_dir_once(out_dir / "checkpoints" / TOKENIZER_SUBDIR, tok.save)
 
     clock = AcceleratorClock()
     learner = GRPOLearner(
@@ -635,7 +659,7 @@ def run_grpo(
     end = tr.steps if stop_after is None else min(tr.steps, start + stop_after)
     primary = multihost.is_primary()
     logger = MetricsLogger(out_dir, tr.steps, start, tensorboard=True, progress=progress)
-    traj = open(out_dir / "rollouts.jsonl", "a") if primary else None  # noqa: SIM115
+    traj = RolloutLog(out_dir) if primary else None
     history: list[dict[str, float]] = []
     totals = {"started": 0, "scored": 0, "passed": 0, "truncated": 0, "infra_error": 0}
     preempted = False
@@ -643,7 +667,7 @@ def run_grpo(
     ahead: tuple[Collector, Any] | None = None  # next step's collector and its params
     saved_at = None
     try:
-        with PreemptionFlag() as flag:
+        with PreemptionSync() as preempt:
             for step in range(start, end):
                 t_step0 = time.perf_counter()
                 if ahead is None:
@@ -680,14 +704,17 @@ def run_grpo(
                     )
                 if traj is not None:
                     trained_ids = {r.episode_id for r in rollouts}
-                    for r in got.sampled:
-                        row = {
-                            "step": state.step,
-                            "trained": r.episode_id in trained_ids,
-                            **r.trajectory(g.pipeline),
-                        }
-                        traj.write(json.dumps(row, default=str) + "\n")
-                    traj.flush()
+                    traj.write(
+                        state.step,
+                        [
+                            {
+                                "step": state.step,
+                                "trained": r.episode_id in trained_ids,
+                                **r.trajectory(g.pipeline),
+                            }
+                            for r in got.sampled
+                        ],
+                    )
                 logger.log(state.step, metrics)
                 if logger.bar is not None:
                     logger.bar.set_postfix(
@@ -700,7 +727,7 @@ def run_grpo(
                 logger.advance()
                 history.append({k: metrics[k] for k in ("reward_mean", "pass_rate", "idle_frac")})
                 trainer.ckpt.poll()
-                if multihost.any_process(flag.is_set()):  # a signal to any process stops all
+                if preempt.should_stop(state.step):  # a signal to any process stops all
                     log.warning("signal received: saving GRPO step %d and stopping", state.step)
                     trainer.save(state)
                     saved_at = state.step
@@ -763,8 +790,7 @@ def run_grpo(
     }
     if os.environ.get(DIGEST_ENV):
         summary["params_digest"] = shard_digests(trainer.params)
-    if primary:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_once(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -331,11 +331,11 @@ def resolve_model(config: Any, vocab_needed: int) -> tuple[Qwen3Config, str | No
     init_from = config.train.init_from or m.hf_dir
     if init_from is not None:
         p = Path(init_from)
-        if (p / "config.json").is_file():
+        if "://" not in str(init_from) and (p / "config.json").is_file():
             cfg = Qwen3Config.from_hf_dir(p).replace(**exec_fields)
             src: tuple[str | None, str | None] = (str(p), None)
-        else:
-            ck = find_checkpoint_dir(p)
+        else:  # an orbax run or checkpoint directory (local or a storage URI)
+            ck = find_checkpoint_dir(init_from)
             cfg = load_meta_config(ck).replace(**exec_fields)
             src = (None, str(ck))
         if vocab_needed > cfg.vocab_size:

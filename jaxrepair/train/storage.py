@@ -18,6 +18,8 @@ import time
 
 from etils import epath
 
+from jaxrepair.multihost import is_primary
+
 
 class StorageError(RuntimeError):
     """The run directory is unusable (unknown URI scheme, not shared by all processes)."""
@@ -49,13 +51,6 @@ def run_path(p: str | os.PathLike) -> epath.Path:
 def is_uri(p: str | os.PathLike) -> bool:
     """True for `scheme://...` paths (cloud storage), False for local paths."""
     return "://" in os.fspath(p)
-
-
-def is_primary() -> bool:
-    """True on the process that writes run-level files (process 0)."""
-    import jax
-
-    return jax.process_index() == 0
 
 
 def write_text_once(path: epath.Path, text: str) -> None:

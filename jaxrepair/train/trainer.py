@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import param_shardings
+from jaxrepair.multihost import is_primary
 from jaxrepair.train.checkpoint import (
     Checkpointer,
     PreemptionSync,
@@ -43,7 +44,7 @@ from jaxrepair.train.checkpoint import (
     rng_from_json,
     rng_to_json,
 )
-from jaxrepair.train.storage import check_shared_storage, is_primary, is_uri, run_path
+from jaxrepair.train.storage import check_shared_storage, is_uri, run_path
 
 log = logging.getLogger(__name__)
 
