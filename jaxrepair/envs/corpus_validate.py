@@ -1,7 +1,7 @@
 """Corpus validation: every task's broken repo fails its build and the reference fix passes,
 each ``repeats`` times, so broken, unfixable and flaky tasks are caught before training.
 
-Why: a reward is only as good as its task; DESIGN.md calls a task valid when, in the
+Why: a reward is only as good as its task; a task is valid when, in the
 sandbox, the unfixed repo fails ``build``, the repo with ``fix.patch`` passes, and both
 results repeat. ``jaxrepair envs validate`` wires this to the command line.
 """

@@ -176,7 +176,7 @@ class Episode:
         return self.count_tokens(render(self.messages, self.tools))
 
     def trajectory(self) -> dict:
-        """The episode as one JSONL record (DESIGN.md trajectory format)."""
+        """The episode as one JSONL record (the trajectory JSONL format)."""
         v = self.validation
         return {
             "task_id": self.task.id,

@@ -113,7 +113,7 @@ class Rollout:
         return int(sum(self.loss_mask))
 
     def trajectory(self, pipeline: str) -> dict[str, Any]:
-        """The episode as a DESIGN.md trajectory record (JSON-safe)."""
+        """The episode as a trajectory record (the SFT JSONL format; JSON-safe)."""
         return {
             "task_id": self.task_id,
             "pipeline": pipeline,
