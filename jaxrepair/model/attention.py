@@ -3,7 +3,7 @@
 The attention kernel is selectable (`Qwen3Config.attention_impl`):
 - "xla": `jax.nn.dot_product_attention(implementation="xla")`, any backend, explicit mask.
 - "cudnn": the cuDNN flash-attention kernel on NVIDIA GPUs; packed rows use cuDNN's packed
-  (ragged) layout, so no [T, T] mask is built (see `cudnn_attention`).
+  (ragged) layout, so no [T, T] mask is built (see `make_cudnn_attention`).
 - "splash": the Pallas splash-attention kernel on TPU (`jaxrepair.model.splash`).
 - "blocked": causal attention in query blocks that skip the masked upper triangle (the fastest
   choice on CPU for long packed rows).
@@ -170,8 +170,9 @@ def _cudnn_packed_call(q, k, v, lengths, offsets):
 def make_cudnn_attention(max_segments: int = CUDNN_MAX_SEGMENTS) -> SegmentAttentionFn:
     """The "cudnn" learner kernel for rows of at most max_segments contiguous segments.
 
-    Plain causal rows use cuDNN's causal kernel; packed rows use its packed layout (one
-    cuDNN segment per run of equal ids, causal within it), so neither builds a [T, T] mask.
+    Plain causal rows use cuDNN's causal kernel (GQA native); packed rows use its packed
+    layout (one cuDNN segment per run of equal ids, causal within it, kv heads repeated to
+    the query heads), so neither builds a [T, T] mask.
     A row with more runs than max_segments cannot be expressed in the static tables: its
     output is NaN (the loss turns NaN) rather than silently attending across documents;
     register a larger bound under another name for such data.
@@ -183,6 +184,12 @@ def make_cudnn_attention(max_segments: int = CUDNN_MAX_SEGMENTS) -> SegmentAtten
         if segment_ids is None:
             return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
         offsets, lengths, count = cudnn_segment_layout(segment_ids, max_segments)
+        if k.shape[2] != q.shape[2]:
+            # jax scales the packed kv offsets by the query heads' stride, which is right
+            # only when kv has as many heads: repeat kv heads (query head n reads kv head
+            # n // group, as in GQA) for this call
+            group = q.shape[2] // k.shape[2]
+            k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
         out = _cudnn_packed_call(q, k, v, lengths, offsets)
         fits = (count <= max_segments)[:, None, None, None]
         return jnp.where(fits, out, jnp.nan).astype(q.dtype)

@@ -15,16 +15,20 @@ per-device callbacks exhaust XLA:CPU's thread pool on a 2-core host and deadlock
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental.pallas import tpu as pltpu
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxrepair.model import Qwen3Config, forward, init_params
 from jaxrepair.model import attention as attn_mod
+from jaxrepair.model import splash as splash_mod
 from jaxrepair.model.attention import attention, cudnn_segment_layout, make_cudnn_attention
-from jaxrepair.model.sharding import make_mesh, shard_params
+from jaxrepair.model.sharding import make_mesh, param_shardings, shard_params
 from jaxrepair.model.splash import block_size, padded_length, splash_available
 
 pytestmark = pytest.mark.skipif(not splash_available(), reason="jax lacks Pallas TPU kernels")
@@ -99,7 +103,12 @@ def _model_value_and_grads(cfg, params, tokens, seg, mesh=None):
     return logits, grads
 
 
-@pytest.mark.parametrize("sharded", [False, True], ids=["one-device", "mesh-fsdp2-tensor2"])
+@pytest.mark.parametrize(
+    "sharded",
+    # the unsharded kernel path is covered above; the whole model unsharded is the slow tier
+    [pytest.param(False, marks=pytest.mark.slow), True],
+    ids=["one-device", "mesh-fsdp2-tensor2"],
+)
 def test_qwen3_forward_splash_equals_reference(sharded):
     cfg = _tiny_cfg("splash")
     b, t = (4, 256) if sharded else (2, 256)  # 2 rows per device when sharded
@@ -122,6 +131,33 @@ def test_qwen3_forward_splash_equals_reference(sharded):
     np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=1e-5, rtol=1e-5)
     for a, r in zip(leaves, ref_leaves, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(r), atol=1e-5, rtol=1e-4)
+
+
+def _tt_tensors(impl: str, monkeypatch) -> tuple[int, list[str]]:
+    """Export a sharded bf16 training step for TPU; count Mosaic kernels and list [T, T] types."""
+    monkeypatch.setattr(splash_mod, "_check_platform", lambda mesh: None)  # exporting for TPU
+    cfg = Qwen3Config.preset("tiny", head_dim=128, attention_impl=impl, remat="full")
+    mesh = make_mesh({"fsdp": 4, "tensor": 2})
+    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+    shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.bfloat16), shapes)
+    rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+    tokens = jax.ShapeDtypeStruct((8, 1024), jnp.int32)
+
+    def loss(p, tok, seg):
+        return forward(p, cfg, tok, segment_ids=seg, mesh=mesh).astype(jnp.float32).mean()
+
+    step = jax.jit(jax.grad(loss), in_shardings=(param_shardings(shapes, mesh), rows, rows))
+    text = jax.export.export(step, platforms=["tpu"])(shapes, tokens, tokens).mlir_module()
+    return text.count("tpu_custom_call"), sorted(set(re.findall(r"tensor<[0-9x]*1024x1024x", text)))
+
+
+def test_splash_lowers_for_tpu_without_a_t_by_t_buffer(monkeypatch):
+    """The sharded, rematerialised training step lowers through Mosaic for TPU (forward, dq
+    and dkv kernels) and, unlike the XLA kernel, holds no [T, T] tensor anywhere."""
+    kernels, tt = _tt_tensors("splash", monkeypatch)
+    assert kernels >= 3 and tt == [], (kernels, tt)
+    kernels, tt = _tt_tensors("xla", monkeypatch)
+    assert kernels == 0 and tt, "the oracle: dense attention does build [T, T] tensors"
 
 
 def test_splash_errors_are_clear():
