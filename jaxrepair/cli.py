@@ -1,7 +1,12 @@
-"""The `jaxrepair` command: demo, sft, grpo, eval, import-hf, export-hf, envs, plan.
+"""The `jaxrepair` command: demo, collect, sft, grpo, eval, import-hf, export-hf, envs, plan.
 
 Heavy imports (JAX, the trainers) happen inside each command so `jaxrepair --help` and the
 environment commands start fast and never initialise an accelerator they do not use.
+
+Bad input (a missing file, a wrong setting, a directory in use, an unreachable Docker daemon
+or teacher endpoint) ends the command with one line `jaxrepair: error: ...` on stderr and exit
+code 2; `jaxrepair --debug ...` shows the traceback instead. Anything else is a bug and keeps
+its traceback (exit code 1).
 """
 
 from __future__ import annotations
@@ -10,6 +15,59 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+
+from jaxrepair.errors import UserError
+
+# Exceptions of modules that import JAX: matched by name only when the module is loaded, so
+# the error path never imports JAX itself.
+_LAZY_USER_ERRORS = (
+    ("jaxrepair.config", "ConfigError"),
+    ("jaxrepair.planner", "PlanError"),
+    ("jaxrepair.train.checkpoint", "CheckpointError"),
+    ("jaxrepair.train.storage", "StorageError"),
+    ("jaxrepair.envs.sandbox", "SandboxUnavailable"),
+    ("jaxrepair.envs.teacher", "TeacherError"),
+)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types reported as one line with exit code 2."""
+    types: list[type[BaseException]] = [
+        UserError,
+        ValueError,  # bad input: ConfigError, PlanError, TaskError, ... are ValueErrors
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+    ]
+    for module, name in _LAZY_USER_ERRORS:
+        mod = sys.modules.get(module)
+        if mod is not None and isinstance(getattr(mod, name, None), type):
+            types.append(getattr(mod, name))
+    return tuple(types)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an exception: its own message (never the chain of causes), whitespace
+    folded; OSErrors as `reason: path`."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None and str(e).startswith("["):
+        msg = f"{e.strerror}: {e.filename}"
+    else:
+        msg = str(e)
+        if isinstance(e, KeyError) and len(e.args) == 1:
+            msg = str(e.args[0])
+    msg = " ".join(msg.split())
+    return msg or type(e).__name__
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxrepair")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -29,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxrepair",
         description="JAX training stack for agentic RL on code repair (Qwen3, SFT, GRPO).",
     )
+    parser.add_argument("--version", action="version", version=f"jaxrepair {_version()}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks for input errors too, and info-level logs",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="the paper's whole method at toy scale on this machine")
@@ -36,25 +100,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--quick", action="store_true", help="reduced setting (as CI runs it)")
 
+    _add_collect_parser(sub)
     for name, text in (
         ("sft", "supervised fine-tuning on agent trajectories"),
         ("grpo", "GRPO against build-validation rewards"),
-        ("eval", "evaluate a checkpoint in the full and simplified pipelines"),
     ):
-        _add_config_args(sub.add_parser(name, help=text))
+        p = sub.add_parser(name, help=text)
+        _add_config_args(p)
+        g = p.add_mutually_exclusive_group()
+        g.add_argument(
+            "--new-run",
+            action="store_true",
+            help="when train.out_dir holds a run, write to the next free OUT_DIR-1, -2, ...",
+        )
+        g.add_argument(
+            "--force-resume",
+            action="store_true",
+            help="continue the run in train.out_dir even with other settings (recorded in its "
+            "history.jsonl)",
+        )
+    p = sub.add_parser("eval", help="evaluate a checkpoint in the full and simplified pipelines")
+    _add_config_args(p)
+    p.add_argument(
+        "--limit", type=int, default=None, help="evaluate N test tasks spread over categories"
+    )
+    p.add_argument("--pipeline", default="both", choices=["simplified", "full", "both"])
 
     p = sub.add_parser("import-hf", help="Hugging Face directory -> orbax checkpoint")
-    p.add_argument("hf_dir")
-    p.add_argument("out")
+    p.add_argument("hf_dir", help="a transformers save_pretrained directory (Qwen3)")
+    p.add_argument("out", help="new (or empty) checkpoint directory")
     p = sub.add_parser("export-hf", help="orbax checkpoint -> Hugging Face directory")
-    p.add_argument("ckpt")
-    p.add_argument("out")
+    p.add_argument("ckpt", help="run directory or checkpoint directory")
+    p.add_argument("out", help="new (or empty) output directory")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["bfloat16", "float32", "float16"],
+        help="dtype of the written weights (default: the checkpoint's, i.e. lossless)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the model in a non-empty OUT (its old weights, config and tokenizer "
+        "files are removed first; other files are kept)",
+    )
 
     p = sub.add_parser("envs", help="code-repair environments")
     envs = p.add_subparsers(dest="envs_command", required=True, metavar="ENVS_COMMAND")
     v = envs.add_parser("validate", help="broken fails, fixed passes, repeatedly, for every task")
     v.add_argument("--tasks", default=None, help="task folder or .jsonl (default: bundled corpus)")
+    v.add_argument(
+        "--task",
+        dest="task_ids",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="validate only this task id (repeatable)",
+    )
     v.add_argument("--backend", default="local", choices=["local", "docker"])
     v.add_argument("--repeats", type=int, default=3)
     v.add_argument("--workers", type=int, default=2)
@@ -92,6 +195,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_collect_parser(sub) -> None:
+    from jaxrepair.collect import DEFAULT_OUT, POLICIES, SPLITS
+
+    p = sub.add_parser(
+        "collect", help="expert or teacher trajectories -> JSONL for `sft` (data.train_paths)"
+    )
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"trajectory JSONL (default {DEFAULT_OUT})")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    p.add_argument("--tasks", default=None, help="task folder or .jsonl (default: bundled corpus)")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--ids", default=None, help="comma-separated task ids (any split)")
+    p.add_argument("--limit", type=int, default=None, help="N tasks spread over categories")
+    p.add_argument("--pipeline", default="simplified", choices=["simplified", "full", "both"])
+    p.add_argument("--policy", default="expert", choices=POLICIES)
+    p.add_argument(
+        "--teacher-url",
+        default=None,
+        help="OpenAI-compatible base URL (or JAXREPAIR_TEACHER_BASE_URL / OPENAI_BASE_URL); "
+        "the key comes from JAXREPAIR_TEACHER_API_KEY or OPENAI_API_KEY",
+    )
+    p.add_argument("--teacher-model", default=None, help="or JAXREPAIR_TEACHER_MODEL")
+    p.add_argument("--temperature", type=float, default=0.0, help="teacher sampling temperature")
+    p.add_argument("--max-tokens", type=int, default=2048, help="teacher tokens per reply")
+    p.add_argument("--backend", default="local", choices=["local", "docker"])
+    p.add_argument("--workers", type=int, default=2, help="episodes at once")
+    p.add_argument("--max-steps", type=int, default=30, help="full pipeline: turns per episode")
+    p.add_argument("--keep-failed", action="store_true", help="keep unsolved episodes too")
+    p.add_argument("--tokenizer", default=None, help="add token counts with this tokenizer")
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from jaxrepair.collect import collect, select_tasks
+
+    ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else []
+    tasks = select_tasks(args.tasks, args.split, ids, args.limit)
+    teacher = None
+    if args.policy == "teacher":
+        from jaxrepair.envs.teacher import TeacherClient
+
+        teacher = TeacherClient(
+            base_url=args.teacher_url or "",
+            model=args.teacher_model or "",
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+        )
+    pipelines = ("simplified", "full") if args.pipeline == "both" else (args.pipeline,)
+    summary = collect(
+        args.out,
+        tasks,
+        pipelines=pipelines,
+        policy=args.policy,
+        teacher=teacher,
+        backend=args.backend,
+        workers=args.workers,
+        max_steps=args.max_steps,
+        keep_failed=args.keep_failed,
+        overwrite=args.overwrite,
+        tokenizer=args.tokenizer,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _tasks_path(arg: str | None):
     from pathlib import Path
 
@@ -102,7 +268,23 @@ def _tasks_path(arg: str | None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.debug:
+        import logging
+
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("jaxrepair").setLevel(logging.INFO)
+        return _run(args)
+    try:
+        return _run(args)
+    except user_error_types() as e:
+        print(f"jaxrepair: error: {error_line(e)}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     cmd = args.command
+    if cmd == "collect":
+        return _collect(args)
     if cmd == "plan":
         from jaxrepair.config import ConfigError, load_config
         from jaxrepair.planner import (
@@ -150,7 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(tasks)} tasks")
             return 0
         from jaxrepair.envs.corpus_validate import validate_corpus
+        from jaxrepair.envs.task import TaskError
 
+        if args.task_ids:
+            by_id = {t.id: t for t in tasks}
+            for tid in args.task_ids:
+                if tid not in by_id:
+                    raise TaskError(tid, "--task", f"no such task in {_tasks_path(args.tasks)}")
+            tasks = [by_id[tid] for tid in dict.fromkeys(args.task_ids)]
         report = validate_corpus(
             tasks,
             sandbox_kind=args.backend,
@@ -172,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import_hf(args.hf_dir, args.out)
             print(f"wrote orbax checkpoint {args.out}")
         else:
-            export_hf(args.ckpt, args.out, step=args.step)
+            export_hf(args.ckpt, args.out, step=args.step, dtype=args.dtype, replace=args.replace)
             print(f"wrote Hugging Face directory {args.out}")
         return 0
 
@@ -188,18 +377,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     config = load_config(args.config, args.overrides)
+    if cmd in ("sft", "grpo"):
+        existing = "new" if args.new_run else "force-resume" if args.force_resume else "check"
     if cmd == "sft":
         from jaxrepair.train.sft import run_sft
 
-        summary = run_sft(config)
+        summary = run_sft(config, existing=existing)
     elif cmd == "grpo":
         from jaxrepair.train.grpo_trainer import run_grpo
 
-        summary = run_grpo(config)
+        summary = run_grpo(config, existing=existing)
     else:
-        from jaxrepair.train.evaluate import run_eval
+        from jaxrepair.train.evaluate import PIPELINES, run_eval
 
-        summary = run_eval(config)
+        pipelines = PIPELINES if args.pipeline == "both" else (args.pipeline,)
+        summary = run_eval(config, limit=args.limit, pipelines=pipelines)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,15 +121,23 @@ def _fitting(tasks: Sequence[Any], tok: Any, budget: int) -> list[Any]:
     return out
 
 
-def _prepare_out(out: Path) -> None:
+def _prepare_out(out: Path) -> Path:
+    """The directory this demo writes: `out`, or when `out` holds a previous demo (finished
+    or interrupted) the next free `out-1`, `out-2`, ...: a previous run is never deleted."""
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file() and not (out / "demo_running").is_file():
             raise FileExistsError(
                 f"{out} exists and is not a jaxrepair demo directory; choose --out"
             )
-        shutil.rmtree(out)
+        k = 1
+        while (out.parent / f"{out.name}-{k}").exists():
+            k += 1
+        new = out.parent / f"{out.name}-{k}"
+        print(f"{out} holds a previous demo (kept); writing {new}", flush=True)
+        out = new
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_running").write_text("")
+    return out
 
 
 def _plot(out: Path, grpo_metrics: Path, table: dict[str, Any], k: int) -> Path:
@@ -270,7 +277,8 @@ def run_demo(
     # host-side artefacts (validation, expert trajectories, the summary); all train and evaluate
     primary = multihost.is_primary()
     if primary:
-        _prepare_out(out)
+        out = _prepare_out(out)
+    out = Path(multihost.broadcast_object(str(out)))  # process 0's choice, on every process
     multihost.sync("demo out_dir ready")
     mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
     timings: dict[str, float] = {}

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from .reward import ValidationResult, validate
 from .sandbox import Sandbox, make_sandbox
-from .task import Task
+from .task import Task, require_backend
 
 __all__ = ["CorpusReport", "TaskReport", "print_report", "validate_corpus"]
 
@@ -131,10 +131,13 @@ def validate_corpus(
     print_summary: bool = True,
 ) -> CorpusReport:
     """Validate tasks (broken must fail, fixed must pass with reward 1), ``repeats`` times each,
-    on ``workers`` threads; ``sample`` validates a seeded random subset."""
+    on ``workers`` threads; ``sample`` validates a seeded random subset. A task the backend
+    cannot run (SWE-bench off Docker) raises TaskError before anything starts."""
     if repeats < 1 or workers < 1:
         raise ValueError("repeats and workers must be >= 1")
     todo = list(tasks)
+    # refused up front (TaskError), not reported later as infra errors
+    require_backend(todo, sandbox_kind if isinstance(sandbox_kind, str) else sandbox_kind.name)
     if sample is not None and sample < len(todo):
         todo = sorted(random.Random(seed).sample(todo, sample), key=lambda t: t.id)
     sandbox = make_sandbox(sandbox_kind) if isinstance(sandbox_kind, str) else sandbox_kind

@@ -46,7 +46,7 @@ from typing import Any
 
 from jaxrepair.config import EnvsConfig
 
-from .task import Task
+from .task import Task, require_backend
 
 __all__ = [
     "INFRA",
@@ -753,13 +753,15 @@ class EnvFarm:
     async def reset(self, episode_id: str, task: Task, pipeline: str, **caps: Any) -> StepResult:
         """Start an episode. The result's observation is the first observation and its info
         holds "messages" and "tools"; a reset that fails max_attempts times returns
-        done=True with outcome infra_error (the episode is then over)."""
+        done=True with outcome infra_error (the episode is then over). A task this farm's
+        backend cannot run (SWE-bench off Docker) raises TaskError instead."""
         if not isinstance(episode_id, str) or not episode_id:
             raise ValueError(f"episode_id must be a non-empty string, got {episode_id!r}")
         if not isinstance(task, Task):
             raise TypeError(f"task must be a jaxrepair.envs.Task, got {type(task).__name__}")
         if pipeline not in PIPELINES:
             raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
+        require_backend(task, self.sandbox_kind)  # TaskError now, not an infra_error later
         self._check_open()
         with self._lock:
             if episode_id in self._episodes:

@@ -7,17 +7,43 @@ and a broken task file must say which task and which field is wrong.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUILD_SYSTEMS", "SweBenchSource", "Task", "TaskError", "load_task", "load_tasks"]
+__all__ = [
+    "BUILD_SYSTEMS",
+    "CATEGORIES",
+    "SweBenchSource",
+    "Task",
+    "TaskError",
+    "load_task",
+    "load_tasks",
+    "require_backend",
+]
 
 BUILD_SYSTEMS = ("python", "make", "swebench")
 SPLITS = ("train", "test")
+# Error categories a task may declare: the bundled corpus's seven, the paper's "logic",
+# "compile" (C sources that do not compile) and "swe-bench" (the SWE-bench import's default).
+CATEGORIES = (
+    "dependency",
+    "import",
+    "syntax",
+    "signature",
+    "type",
+    "test",
+    "config",
+    "logic",
+    "compile",
+    "swe-bench",
+)
 SWEBENCH_REPO_PATH = "/testbed"  # where SWE-bench images keep the repository
 SWEBENCH_TEST_CMD = "python -m pytest -rA -p no:cacheprovider"
 
@@ -119,6 +145,71 @@ def _str_list(
     return tuple(val)
 
 
+def _category(task: str, category: str) -> str:
+    if category not in CATEGORIES:
+        raise TaskError(task, "category", f"{category!r} is not one of {', '.join(CATEGORIES)}")
+    return category
+
+
+def _repo_paths(repo: Path) -> list[str]:
+    """Every file (and symlinked directory) under the repo, relative, symlinks not followed:
+    the entries the reward's protected-path guard compares."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(repo, followlinks=False):
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames + links:
+            out.append((Path(dirpath) / name).relative_to(repo).as_posix())
+    return sorted(out)
+
+
+def _did_you_mean(glob: str, paths: list[str]) -> str:
+    """' (did you mean 'tests/**'?)' when the glob's first component is a near-miss."""
+    head, sep, rest = glob.partition("/")
+    names = sorted({p.split("/", 1)[0] for p in paths})
+    close = difflib.get_close_matches(head, names, n=1)
+    return f" (did you mean {close[0] + sep + rest!r}?)" if close else ""
+
+
+def _check_repo_paths(
+    task: str, repo: Path, protected: tuple[str, ...], relevant: tuple[str, ...]
+) -> None:
+    """Protected globs must each match a repo file and relevant files must exist: a glob that
+    matches nothing protects nothing (a patch may then rewrite the tests and earn reward 1),
+    and a missing relevant file would silently leave the simplified pipeline's prompt short."""
+    from .reward import _glob_regex  # the guard's own matcher (reward imports this module)
+
+    paths = _repo_paths(repo) if protected else []
+    for g in protected:
+        pat = _glob_regex(g)
+        if not any(pat.match(p) for p in paths):
+            raise TaskError(
+                task,
+                "protected",
+                f"glob {g!r} matches no file in {repo}{_did_you_mean(g, paths)}",
+            )
+    for rel in relevant:
+        if not rel.strip() or rel.startswith("/") or ".." in Path(rel).parts:
+            raise TaskError(task, "relevant_files", f"{rel!r} must be relative to the repo root")
+        p = repo / rel
+        if p.is_symlink() or not p.is_file():
+            what = "is a symlink" if p.is_symlink() else "does not exist"
+            raise TaskError(task, "relevant_files", f"{rel!r} {what} in {repo}")
+
+
+def require_backend(tasks: Task | Iterable[Task], backend: str) -> None:
+    """Refuse, before anything runs, a task the backend cannot run: a SWE-bench task's
+    repository lives in its Docker image, so only the docker backend can materialise it."""
+    for t in [tasks] if isinstance(tasks, Task) else tasks:
+        if t.swebench is not None and backend != "docker":
+            raise TaskError(
+                t.id,
+                "build_system",
+                f"a SWE-bench task runs only in its Docker image; the {backend!r} backend "
+                "cannot run it (use the docker backend: --backend docker or "
+                'envs.sandbox = "docker")',
+            )
+
+
 def load_task(task_dir: str | Path) -> Task:
     """Load one task directory; TaskError names the task and the bad field."""
     root = Path(task_dir)
@@ -133,7 +224,7 @@ def load_task(task_dir: str | Path) -> Task:
     tid = _str(name, data, "id")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", tid):
         raise TaskError(name, "id", f"{tid!r} must be letters, digits, '.', '_' or '-'")
-    category = _str(tid, data, "category")
+    category = _category(tid, _str(tid, data, "category"))
     issue = _str(tid, data, "issue")
     build = _str_list(tid, data, "build", allow_str=True)
     if not build or not all(c.strip() for c in build):
@@ -143,6 +234,8 @@ def load_task(task_dir: str | Path) -> Task:
         raise TaskError(tid, "timeout_s", f"expected a positive number, got {timeout!r}")
     protected = _str_list(tid, data, "protected", default=())
     for g in protected:
+        if not g.strip():
+            raise TaskError(tid, "protected", "a glob must not be empty")
         if g.startswith("/") or ".." in Path(g).parts:
             raise TaskError(tid, "protected", f"glob {g!r} must be relative to the repo root")
     deps = data.get("dependencies", {})
@@ -163,8 +256,10 @@ def load_task(task_dir: str | Path) -> Task:
     if split not in SPLITS:
         raise TaskError(tid, "split", f"{split!r} is not one of {', '.join(SPLITS)}")
     relevant = _str_list(tid, data, "relevant_files", default=())
-    if not (root / "repo").is_dir():
-        raise TaskError(tid, "repo", f"missing directory {root / 'repo'}")
+    repo = root / "repo"
+    if not repo.is_dir():
+        raise TaskError(tid, "repo", f"missing directory {repo}")
+    _check_repo_paths(tid, repo, protected, relevant)
     return Task(
         id=tid,
         category=category,
@@ -236,7 +331,7 @@ def swebench_task(rec: dict, root: Path, lineno: int = 0) -> Task:
     )
     return Task(
         id=iid,
-        category=str(rec.get("category", "swe-bench")),
+        category=_category(iid, str(rec.get("category", "swe-bench"))),
         issue=str(rec.get("problem_statement", "")),
         build=(f"{test_cmd} {quoted}",),
         timeout_s=float(timeout),

@@ -461,17 +461,45 @@ def abstract_like(tree: Any, shardings: Any | None = None) -> Any:
 
 
 # ----------------------------------------------------------------------------- HF conversion
+class _ReadOnlyNotice(logging.Filter):
+    """Drops the two warnings orbax logs on every read-only open (every export, evaluation and
+    init_from): "Given directory is read only" and "read_only=True, setting
+    save_interval_steps=0". Reading is what the caller asked for; other warnings still show."""
+
+    NOTICES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTICES)
+
+
+_READ_ONLY_NOTICE = _ReadOnlyNotice()
+
+
+def quiet_read_only_notice() -> None:
+    """Install the filter on absl's logger (once; other absl/orbax messages still show)."""
+    absl_logger = logging.getLogger("absl")
+    if _READ_ONLY_NOTICE not in absl_logger.filters:
+        absl_logger.addFilter(_READ_ONLY_NOTICE)
+
+
 def find_checkpoint_dir(path: str | os.PathLike) -> epath.Path:
     """The orbax directory of `path`: a run's out_dir (holding `checkpoints/`) or the dir itself."""
+    quiet_read_only_notice()
     p = run_path(path)
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
     if not p.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {path}")
+        what = "is not a directory" if p.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint directory {path} {what}")
     if not any(c.name.isdigit() for c in p.iterdir()):
+        hint = (
+            " (it is a Hugging Face model directory: use import-hf to convert it)"
+            if (p / "config.json").is_file()
+            else ""
+        )
         raise CheckpointError(
             f"{path} holds no orbax checkpoint steps (expected numbered step directories, or a "
-            "run directory with checkpoints/)"
+            f"run directory with checkpoints/){hint}"
         )
     return p
 
@@ -526,79 +554,155 @@ def load_params(
     return cfg, params, step
 
 
+def _all_devices_mesh():
+    """Every device on the fsdp axis: each holds 1/N of every parameter, none the whole model."""
+    from jaxrepair.model.sharding import make_mesh
+
+    return make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+
+
 def export_hf(
     ckpt_dir: str | Path,
     out_dir: str | Path,
     *,
     step: int | None = None,
-    dtype: str = "bfloat16",
+    dtype: str | None = None,
     tokenizer_from: str | Path | None = None,
+    replace: bool = False,
+    mesh=None,
 ) -> Path:
     """Write a transformers `from_pretrained` directory from an orbax training checkpoint.
 
-    The model config comes from the checkpoint itself; tokenizer files from `tokenizer_from`, or
-    from the checkpoint directory's `tokenizer/` when present (written by training/import).
-    With several processes every process must call it (parameters are gathered with
-    collectives); only process 0 writes. The checkpoint may be a storage URI; `out_dir` is a
-    local directory.
+    `dtype` (bfloat16, float32, float16) defaults to the checkpoint's own parameter dtype, so
+    an export is lossless unless asked otherwise. A non-empty `out_dir` is refused unless
+    `replace` (see `jaxrepair.model.hf.save_hf`). The parameters are restored sharded over
+    `mesh` (default: all devices) and written one layer slice at a time. The model config
+    comes from the checkpoint; tokenizer files and generation_config.json from
+    `tokenizer_from`, or from the checkpoint directory's `tokenizer/` (written by training and
+    import). With several processes every process must call it (collectives); only process 0
+    writes. The checkpoint may be a storage URI; `out_dir` is a local directory.
     """
     import tempfile
 
-    from jaxrepair.model.hf import TOKENIZER_FILES, save_hf
+    from jaxrepair.model.hf import (
+        GENERATION_CONFIG,
+        TOKENIZER_FILES,
+        agree,
+        check_out_dir,
+        export_dtype,
+        save_hf,
+    )
 
     if is_uri(out_dir):
-        raise CheckpointError(
+        raise ValueError(
             f"export-hf writes a local directory, not {out_dir}: export locally, then copy it"
         )
-    cfg, params, step = load_params(ckpt_dir, step)
+    if dtype is not None:
+        export_dtype(dtype)
+    out = Path(out_dir).absolute()
+    ck_dir = find_checkpoint_dir(ckpt_dir)
+    error: BaseException | None = None
+    if is_primary():  # refuse before the (long) restore
+        try:
+            check_out_dir(out, replace)
+        except OSError as e:
+            error = e
+    agree(error)
+    cfg, params, step = load_params(
+        ck_dir, step, mesh=_all_devices_mesh() if mesh is None else mesh
+    )
     tok: Any = tokenizer_from
-    src = find_checkpoint_dir(ckpt_dir) / TOKENIZER_SUBDIR
+    src = ck_dir / TOKENIZER_SUBDIR
     with tempfile.TemporaryDirectory() as tmp:
         if tok is None and is_primary() and src.is_dir():
             tok = src
             if is_uri(src):  # save_hf copies local files: fetch the few tokenizer files first
-                for f in TOKENIZER_FILES:
+                for f in (*TOKENIZER_FILES, GENERATION_CONFIG):
                     if (src / f).is_file():
                         (Path(tmp) / f).write_bytes((src / f).read_bytes())
                 tok = Path(tmp)
-        out = save_hf(Path(out_dir).absolute(), cfg, params, dtype=dtype, tokenizer_from=tok)
+        out = save_hf(out, cfg, params, dtype=dtype, tokenizer_from=tok, replace=replace)
     if is_primary():
-        log.info("exported step %d of %s to %s (%s)", step, ckpt_dir, out, dtype)
+        written = dtype or jnp.dtype(params["embed"].dtype).name
+        log.info("exported step %d of %s to %s (%s)", step, ckpt_dir, out, written)
     return out
 
 
+def _remove_partial(out: epath.Path, existed: bool) -> None:
+    """Undo a failed import: the directory it created, or what it put in an empty one."""
+    try:
+        if not existed:
+            if out.exists():
+                out.rmtree()
+            return
+        for child in out.iterdir():
+            child.rmtree() if child.is_dir() else child.unlink()
+    except OSError as e:  # pragma: no cover - best effort, the original error matters more
+        log.warning("could not remove the partial import at %s: %s", out, e)
+
+
 def import_hf(
-    hf_dir: str | Path, out_ckpt_dir: str | os.PathLike, *, dtype: str = "float32"
+    hf_dir: str | Path,
+    out_ckpt_dir: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    mesh=None,
 ) -> epath.Path:
     """Turn a Hugging Face Qwen3 directory into a params-only orbax checkpoint at step 0.
 
-    With several processes every process must call it (each reads and writes its own shards;
-    process 0 commits and copies the tokenizer files). `out_ckpt_dir` may be a storage URI.
+    Checks everything it can before creating anything (the source's config and tensor shapes,
+    an empty or missing target) and removes what it created when it fails. Tensors are read
+    slice by slice straight into their shards on `mesh` (default: all devices), so no device
+    and no host buffer holds the whole model. Tokenizer files and generation_config.json go to
+    the checkpoint's `tokenizer/` (export carries them back out). With several processes
+    every process must call it (each reads and writes its own shards; process 0 commits and
+    copies the small files). `out_ckpt_dir` may be a storage URI.
     """
-    from jaxrepair.model.hf import TOKENIZER_FILES, load_hf
+    from jaxrepair.model.hf import GENERATION_CONFIG, TOKENIZER_FILES, agree, check_hf_dir, load_hf
 
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
     out = run_path(out_ckpt_dir)
-    ck = Checkpointer(out, keep=None, async_save=False)
-    existing = ck.steps()
-    if existing:
-        ck.close()
-        raise CheckpointError(f"{out} already holds checkpoints {existing}; choose an empty dir")
-    mesh = None
-    if jax.process_count() > 1:  # shards on every device: each process reads only its slices
-        from jaxrepair.model.sharding import make_mesh
-
-        mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-    cfg, params = load_hf(hf_dir, mesh=mesh, dtype=jnp.dtype(dtype))
-    meta = {
-        "model_config": config_to_json(cfg),
-        "param_dtype": jnp.dtype(dtype).name,
-        "source": str(Path(hf_dir).absolute()),
-    }
-    ck.save(0, params, None, meta)
-    ck.close()
-    tok_files = [f for f in TOKENIZER_FILES if (Path(hf_dir) / f).is_file()]
-    if tok_files and is_primary():
-        (out / TOKENIZER_SUBDIR).mkdir(parents=True, exist_ok=True)
-        for f in tok_files:
-            (out / TOKENIZER_SUBDIR / f).write_bytes((Path(hf_dir) / f).read_bytes())
+    error: BaseException | None = None
+    try:
+        check_hf_dir(hf_dir)  # every process: each reads its own slices later
+    except (OSError, ValueError) as e:
+        error = e
+    agree(error)
+    existed = False
+    if is_primary():
+        try:
+            existed = out.exists()
+            if existed and not out.is_dir():
+                raise FileExistsError(f"import target {out} exists and is not a directory")
+            if existed and any(out.iterdir()):
+                raise FileExistsError(
+                    f"import target {out} is not empty; import into a new or empty directory"
+                )
+        except OSError as e:
+            error = e
+    agree(error)
+    try:
+        cfg, params = load_hf(
+            hf_dir, mesh=_all_devices_mesh() if mesh is None else mesh, dtype=jnp.dtype(dtype)
+        )
+        meta = {
+            "model_config": config_to_json(cfg),
+            "param_dtype": jnp.dtype(dtype).name,
+            "source": str(Path(hf_dir).absolute()),
+        }
+        ck = Checkpointer(out, keep=None, async_save=False)
+        try:
+            ck.save(0, params, None, meta)
+        finally:
+            ck.close()
+        small = [f for f in (*TOKENIZER_FILES, GENERATION_CONFIG) if (Path(hf_dir) / f).is_file()]
+        if small and is_primary():
+            (out / TOKENIZER_SUBDIR).mkdir(parents=True, exist_ok=True)
+            for f in small:
+                (out / TOKENIZER_SUBDIR / f).write_bytes((Path(hf_dir) / f).read_bytes())
+    except BaseException:
+        if is_primary():
+            _remove_partial(out, existed)
+        raise
     return out

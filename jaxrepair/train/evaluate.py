@@ -129,16 +129,43 @@ def evaluate(
     return out
 
 
-def run_eval(config: Any) -> dict[str, Any]:
+RANDOM_INIT_WARNING = (
+    "evaluated randomly initialised weights: neither train.init_from nor model.hf_dir is set, "
+    "so these results describe no trained model"
+)
+
+
+def run_eval(
+    config: Any, *, limit: int | None = None, pipelines: Sequence[str] = PIPELINES
+) -> dict[str, Any]:
     """`jaxrepair eval CONFIG.toml`: evaluate `train.init_from` (orbax run or HF dir) on the
-    test split of `envs.corpus` in both pipelines; writes eval.json into train.out_dir."""
+    test split of `envs.corpus` (`limit` tasks spread over categories, default all) in
+    `pipelines`; returns the eval record.
+
+    The record says what was evaluated (kind orbax/hf/random, source, checkpoint step, the
+    config, the task ids) next to the results; it is written to train.out_dir/eval.json (the
+    latest) and appended to train.out_dir/evals.jsonl (every evaluation, never overwritten).
+    Random weights (no init_from, no hf_dir) are evaluated with a loud warning, in the log
+    and in the record.
+    """
+    import logging
+    import sys
+    import time
+
+    from jaxrepair.collect import spread_over_categories
     from jaxrepair.envs import load_tasks
     from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, find_checkpoint_dir, load_params
+    from jaxrepair.train.rundir import append_jsonl
     from jaxrepair.train.sft import resolve_model
+    from jaxrepair.train.storage import run_path, write_text_once
 
+    log = logging.getLogger(__name__)
+    for pipeline in pipelines:
+        if pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
     src = config.train.init_from or config.model.hf_dir
     spec = config.tokenizer_spec
     if (
@@ -148,21 +175,29 @@ def run_eval(config: Any) -> dict[str, Any]:
     ):
         saved = find_checkpoint_dir(src) / TOKENIZER_SUBDIR
         spec = str(saved) if saved.is_dir() else spec
-    tok = load_tokenizer(spec)
-    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
-    mesh = make_mesh(config.mesh.shape())
-    if hf_src is not None:
-        cfg, params = load_hf(hf_src, mesh=mesh)
-    elif orbax_src is not None:
-        cfg, params, _ = load_params(orbax_src, mesh=mesh)
-    else:
-        params = init_params(cfg, jax.random.key(config.train.seed), mesh=mesh)
     corpus = config.envs.corpus or str(
         Path(__file__).resolve().parents[1] / "data" / "tasks" / "corpus"
     )
     tasks = [t for t in load_tasks(corpus) if t.split == "test"]
     if not tasks:
         raise ValueError(f"no test-split tasks in {corpus}")
+    tasks = spread_over_categories(tasks, limit)
+    tok = load_tokenizer(spec)
+    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
+    mesh = make_mesh(config.mesh.shape())
+    step = None
+    if hf_src is not None:
+        kind, source = "hf", hf_src
+        cfg, params = load_hf(hf_src, mesh=mesh)
+    elif orbax_src is not None:
+        kind, source = "orbax", orbax_src
+        cfg, params, step = load_params(orbax_src, mesh=mesh)
+    else:
+        kind, source = "random", None
+        log.warning(
+            "%s (preset %r, seed %d)", RANDOM_INIT_WARNING, config.model.preset, config.train.seed
+        )
+        params = init_params(cfg, jax.random.key(config.train.seed), mesh=mesh)
     sampling = SamplingSettings(config.grpo.max_new_tokens, 0.0)
     with farm_from_config(config.envs, episode_caps=True, latency_seed=jax.process_index()) as farm:
         results = evaluate(
@@ -171,12 +206,35 @@ def run_eval(config: Any) -> dict[str, Any]:
             tok,
             tasks,
             farm,
+            pipelines=pipelines,
             sampling=sampling,
             max_seq_len=config.data.seq_len,
             mesh=mesh,
         )
-    if multihost.is_primary():  # every process holds the same results; one writes them
-        out = Path(config.train.out_dir)
+    record: dict[str, Any] = {
+        "evaluated": {
+            "kind": kind,
+            "source": source,
+            "step": step,
+            "init_from": src,
+            "params": cfg.num_params(),
+            "tokenizer": spec,
+        },
+        "random_init": kind == "random",
+        **({"warning": RANDOM_INIT_WARNING} if kind == "random" else {}),
+        "tasks": {"corpus": corpus, "split": "test", "limit": limit, "ids": [t.id for t in tasks]},
+        "sampling": {"max_new_tokens": sampling.max_new_tokens, "temperature": 0.0},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": sys.argv,
+        "config": config.to_dict(),
+        "results": results,
+    }
+    out = run_path(config.train.out_dir)  # every process holds the same results; one writes
+    if multihost.is_primary():
         out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(results, indent=2))
-    return results
+        latest, history = out / "eval.json", out / "evals.jsonl"
+        if latest.is_file() and not history.is_file():  # from before evals.jsonl: keep it
+            append_jsonl(history, {"previous": json.loads(latest.read_text())})
+    write_text_once(out / "eval.json", json.dumps(record, indent=2, default=str))
+    append_jsonl(out / "evals.jsonl", record)
+    return record

@@ -504,6 +504,33 @@ def plot_reward_curve(metrics_path: Any, out_png: Any) -> Any | None:
     return out_png
 
 
+def warn_all_truncated(step: int, sampled: Sequence[Rollout], grpo: Any, max_len: int) -> str:
+    """Log (once per run, by the caller) that a step's rollouts were all truncated: reward 0
+    everywhere, so the run looks fine but learns nothing. Returns the message."""
+    reasons: dict[str, int] = {}
+    for r in sampled:
+        if r.valid and r.truncated:
+            why = r.truncation_reason or "other"
+            reasons[why] = reasons.get(why, 0) + 1
+    fixes = []
+    if reasons.get("max_seq_len"):
+        fixes.append(f"raise data.seq_len (now {max_len}; prompt + answers must fit)")
+    if reasons.get("max_new_tokens"):
+        fixes.append(
+            f"raise grpo.max_new_tokens (now {grpo.max_new_tokens}) or set "
+            "grpo.submit_unfinished=true"
+        )
+    if reasons.get("max_turns"):
+        fixes.append("raise envs.max_steps")
+    msg = (
+        f"GRPO step {step}: all {sum(reasons.values())} sampled rollouts were truncated "
+        f"({', '.join(f'{n} at {k}' for k, n in sorted(reasons.items()))}): reward 0 "
+        f"everywhere, nothing to learn; {'; '.join(fixes) or 'check the episode caps'}"
+    )
+    log.warning(msg)
+    return msg
+
+
 # ----------------------------------------------------------------------------- entry point
 def _copy_tree(params: Any) -> Any:
     return jax.tree.map(jnp.copy, params)
@@ -518,6 +545,7 @@ def run_grpo(
     stop_after: int | None = None,
     farm: Any = None,
     tasks: Sequence[Any] | None = None,
+    existing: str = "check",
 ) -> dict[str, Any]:
     """`jaxrepair grpo CONFIG.toml`: GRPO in the configured pipeline; returns a summary dict.
 
@@ -526,15 +554,17 @@ def run_grpo(
     random init of `model.preset`. `data.seq_len` is the longest episode transcript trained on.
     Optional arguments replace what the config would build (for tests and the demo):
     `tokenizer`, `mesh`, `farm` (a started EnvFarm), `tasks`; `stop_after` ends the call after
-    that many GRPO steps (the run can be resumed).
+    that many GRPO steps (the run can be resumed). An out_dir holding a run with other
+    settings is refused, or handled as `existing` says (see `jaxrepair.train.rundir`).
     """
     from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
     from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, PreemptionSync, load_params
+    from jaxrepair.train.rundir import finish_run, prepare_run_dir
     from jaxrepair.train.sft import resolve_model
-    from jaxrepair.train.storage import run_path, save_dir_once, write_text_once
+    from jaxrepair.train.storage import save_dir_once
     from jaxrepair.train.trainer import (
         DIGEST_ENV,
         MetricsLogger,
@@ -558,8 +588,9 @@ def run_grpo(
     n_rollouts = g.tasks_per_step * g.group_size
     mb = g.minibatch_size or n_rollouts
     total_updates = tr.steps * g.epochs_per_batch * (n_rollouts // mb)
-    out_dir = run_path(tr.out_dir)
-    write_text_once(out_dir / "config.toml", config.to_toml())
+    run = prepare_run_dir(config, "grpo", existing)  # refuses a directory holding another run
+    config, tr = run.config, run.config.train
+    out_dir = run.path
 
     trainer = Trainer(
         cfg,
@@ -578,6 +609,14 @@ def run_grpo(
     state = GRPOState(len(task_list), g.tasks_per_step, tr.seed)
     abstract = param_shapes(cfg, param_dtype)
     resumed = bool(tr.resume and trainer.restore(state, abstract))
+    if resumed and state.step >= tr.steps:
+        log.warning(
+            "%s is already at GRPO step %d of train.steps=%d: nothing to train (raise "
+            "train.steps to continue it)",
+            out_dir,
+            state.step,
+            tr.steps,
+        )
 
     def initial_params() -> Any:
         if hf_src is not None:
@@ -666,6 +705,7 @@ def run_grpo(
     t_loop0 = time.perf_counter()
     ahead: tuple[Collector, Any] | None = None  # next step's collector and its params
     saved_at = None
+    all_truncated = 0  # steps whose every sampled rollout was truncated (reward 0)
     try:
         with PreemptionSync() as preempt:
             for step in range(start, end):
@@ -689,6 +729,10 @@ def run_grpo(
                 )
                 metrics["sampling_rounds"] = got.rounds
                 metrics["groups_sampled"] = len(got.sampled) // g.group_size
+                if metrics["truncated_frac"] >= 1.0:
+                    all_truncated += 1
+                    if all_truncated == 1:
+                        warn_all_truncated(step + 1, got.sampled, g, max_len)
                 state.step = step + 1
                 state.cursor = got.cursor
                 t_step1 = time.perf_counter()
@@ -786,11 +830,13 @@ def run_grpo(
         "out_dir": str(out_dir),
         "checkpoint_dir": str(out_dir / "checkpoints"),
         "reward_curve": str(png) if png else None,
+        "steps_all_truncated": all_truncated,
+        "run_dir_state": run.state,
         "wall_s": time.perf_counter() - t_start,
     }
     if os.environ.get(DIGEST_ENV):
         summary["params_digest"] = shard_digests(trainer.params)
-    write_text_once(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    finish_run(run, summary)
     return summary
 
 

@@ -5,7 +5,9 @@ Each trajectory (one JSONL line: `messages` in Qwen3 chat roles with tool calls,
 assistant tokens to learn. A document of n tokens becomes n-1 (input, target, weight) triples,
 shifted *within the document*, so when documents are packed into one row the last token of a
 document never predicts the first token of the next one. Rows are filled first-fit; a document
-longer than `seq_len` is truncated (logged and counted, never silently).
+longer than `seq_len` positions is split into pieces of `seq_len` positions aligned to its end
+(the last assistant turn keeps the longest context), so every learned token is trained exactly
+once and no assistant turn is dropped (pieces are counted and logged).
 
 Row arrays ([rows, seq_len]): tokens, targets, loss_mask (float32 weights), segment_ids
 (1, 2, ... per document; 0 = padding), positions (restarting at 0 in each document).
@@ -120,6 +122,13 @@ def shift_document(ids: Sequence[int], mask: Sequence[int]) -> tuple[np.ndarray,
     return ids_a[:-1], ids_a[1:], mask_a[1:]
 
 
+def split_positions(n: int, seq_len: int) -> list[slice]:
+    """Slices of a document's `n` shifted positions into pieces of at most `seq_len`, aligned
+    to the end: [n - seq_len, n), [n - 2 seq_len, n - seq_len), ..., returned in order."""
+    cuts = list(range(n, 0, -seq_len))
+    return [slice(max(c - seq_len, 0), c) for c in reversed(cuts)]
+
+
 def pack_documents(
     docs: Sequence[tuple[Sequence[int], Sequence[int]]],
     seq_len: int,
@@ -128,46 +137,51 @@ def pack_documents(
 ) -> PackedRows:
     """First-fit packing of shifted documents into rows of `seq_len` (see module docstring).
 
-    Documents with fewer than 2 tokens or no learned token are dropped (counted); documents
-    longer than seq_len + 1 tokens are truncated to seq_len positions (counted, warned). With
-    packing=False each document gets its own row.
+    Documents with fewer than 2 tokens or no learned token are dropped (counted). A document
+    of more than seq_len + 1 tokens is split into end-aligned pieces of seq_len positions, each
+    with its own loss weights and positions from 0 (pieces without a learned token are left
+    out, counted). With packing=False each piece gets its own row.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
     stats: dict[str, Any] = dict(
         documents=len(docs),
-        truncated=0,
-        truncated_tokens=0,
+        split=0,
+        pieces=0,
+        pieces_unmasked=0,
         dropped_short=0,
         dropped_unmasked=0,
     )
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for i, (ids, mask) in enumerate(docs):
+    longest = 0
+    for ids, mask in docs:
         if len(ids) < 2:
             stats["dropped_short"] += 1
             continue
         x, y, w = shift_document(ids, mask)
-        if len(x) > seq_len:
-            stats["truncated"] += 1
-            stats["truncated_tokens"] += len(x) - seq_len
-            log.warning(
-                "document %d has %d tokens > seq_len=%d: truncated (%d positions lost)",
-                i,
-                len(ids),
-                seq_len,
-                len(x) - seq_len,
-            )
-            x, y, w = x[:seq_len], y[:seq_len], w[:seq_len]
         if not w.any():
             stats["dropped_unmasked"] += 1
             continue
-        pieces.append((x, y, w))
-    if stats["truncated"]:
+        longest = max(longest, len(ids))
+        parts = split_positions(len(x), seq_len)
+        stats["split"] += len(parts) > 1
+        for sl in parts:
+            if not w[sl].any():  # e.g. the system prompt and task statement of a long document
+                stats["pieces_unmasked"] += 1
+                continue
+            pieces.append((x[sl], y[sl], w[sl]))
+    stats["pieces"] = len(pieces)
+    if stats["split"]:
         log.warning(
-            "%d of %d documents were truncated to seq_len=%d",
-            stats["truncated"],
+            "%d of %d documents are longer than seq_len=%d (longest %d tokens): split into "
+            "pieces of seq_len positions (%d pieces trained, %d without learned tokens left "
+            "out); raise data.seq_len to train them with their whole context",
+            stats["split"],
             len(docs),
             seq_len,
+            longest,
+            len(pieces),
+            stats["pieces_unmasked"],
         )
     if not pieces:
         raise ValueError(
@@ -365,6 +379,7 @@ def run_sft(
     mesh: Mesh | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    existing: str = "check",
 ) -> dict[str, Any]:
     """`jaxrepair sft CONFIG.toml`: SFT from trajectory JSONL with resume; returns a summary.
 
@@ -373,12 +388,15 @@ def run_sft(
     `model.hf_dir` (HF or orbax) or a random init of `model.preset`. `tokenizer` (a spec or a
     loaded Tokenizer) overrides the config's tokenizer, `mesh` the mesh built from `[mesh]`;
     `stop_after` stops after that many steps in this call (a checkpoint is saved).
+    An out_dir holding a run with other settings is refused, or handled as `existing` says
+    (see `jaxrepair.train.rundir`).
     """
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
     from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, load_params
-    from jaxrepair.train.storage import run_path, save_dir_once, write_text_once
+    from jaxrepair.train.rundir import finish_run, prepare_run_dir
+    from jaxrepair.train.storage import save_dir_once
     from jaxrepair.train.trainer import Trainer, optimizer_from_config
 
     t_start = time.perf_counter()
@@ -413,8 +431,9 @@ def run_sft(
     param_dtype = jnp.dtype(config.model.param_dtype)
     compute = jnp.dtype(config.model.dtype)
     chunk = min(DEFAULT_CHUNK, d.seq_len)
-    out_dir = run_path(tr.out_dir)
-    write_text_once(out_dir / "config.toml", config.to_toml())
+    run = prepare_run_dir(config, "sft", existing)  # refuses a directory holding another run
+    config, tr = run.config, run.config.train
+    out_dir = run.path
     trainer = Trainer(
         cfg,
         None,
@@ -434,6 +453,14 @@ def run_sft(
     loader = PackedLoader(rows, d.batch_size, seed=tr.seed, shuffle=d.shuffle)
     abstract = param_shapes(cfg, param_dtype)
     resumed = tr.resume and trainer.restore(loader, abstract)
+    if resumed and trainer.step >= tr.steps:
+        log.warning(
+            "%s is already at step %d of train.steps=%d: nothing to train (raise train.steps "
+            "to continue it)",
+            out_dir,
+            trainer.step,
+            tr.steps,
+        )
     if not resumed:
         if hf_src is not None:
             _, params = load_hf(hf_src, mesh=mesh, dtype=param_dtype)
@@ -456,6 +483,7 @@ def run_sft(
         params=cfg.num_params(),
         wall_s=time.perf_counter() - t_start,
         checkpoint_dir=str(out_dir / "checkpoints"),
+        run_dir_state=run.state,
     )
-    write_text_once(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    finish_run(run, summary)
     return summary
