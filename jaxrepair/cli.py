@@ -55,8 +55,6 @@ def error_line(e: BaseException) -> str:
         msg = f"{e.strerror}: {e.filename}"
     else:
         msg = str(e)
-        if isinstance(e, KeyError) and len(e.args) == 1:
-            msg = str(e.args[0])
     msg = " ".join(msg.split())
     return msg or type(e).__name__
 

@@ -486,7 +486,11 @@ def generation_config_from_tokenizer(tok_dir: Path, vocab_size: int) -> dict[str
         return None
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tj))
+    try:
+        tok = Tokenizer.from_file(str(tj))
+    except Exception as e:  # noqa: BLE001 - e.g. written by a newer `tokenizers`
+        log.warning("cannot read %s (%s): generation config from the model config instead", tj, e)
+        return None
     tc: dict[str, Any] = {}
     if (tok_dir / "tokenizer_config.json").is_file():
         try:

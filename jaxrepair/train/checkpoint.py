@@ -628,6 +628,29 @@ def export_hf(
     return out
 
 
+def saved_generation_config(src: str | os.PathLike) -> dict[str, Any] | None:
+    """The generation_config.json that travels with a model source, so a run started from it
+    can store it beside its own tokenizer (export then writes it back): a Hugging Face
+    directory's own, or the one in an orbax checkpoint's `tokenizer/` (import, earlier runs).
+    None when there is none."""
+    from jaxrepair.model.hf import GENERATION_CONFIG
+
+    p = run_path(src)
+    candidates = [p / GENERATION_CONFIG]
+    if not (p / "config.json").is_file():  # an orbax run or checkpoint directory
+        try:
+            candidates = [find_checkpoint_dir(p) / TOKENIZER_SUBDIR / GENERATION_CONFIG]
+        except CheckpointError:
+            return None
+    for c in candidates:
+        if c.is_file():
+            try:
+                return dict(json.loads(c.read_text()))
+            except ValueError as e:
+                raise ValueError(f"{c} is not valid JSON: {e}") from e
+    return None
+
+
 def _remove_partial(out: epath.Path, existed: bool) -> None:
     """Undo a failed import: the directory it created, or what it put in an empty one."""
     try:

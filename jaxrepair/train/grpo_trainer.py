@@ -574,6 +574,8 @@ def run_grpo(
     )
 
     t_start = time.perf_counter()
+    run = prepare_run_dir(config, "grpo", existing)  # refuses a directory holding another run
+    config = run.config
     g, tr = config.grpo, config.train
     tok = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer_spec)
     task_list = list(tasks) if tasks is not None else load_train_tasks(config)
@@ -588,8 +590,6 @@ def run_grpo(
     n_rollouts = g.tasks_per_step * g.group_size
     mb = g.minibatch_size or n_rollouts
     total_updates = tr.steps * g.epochs_per_batch * (n_rollouts // mb)
-    run = prepare_run_dir(config, "grpo", existing)  # refuses a directory holding another run
-    config, tr = run.config, run.config.train
     out_dir = run.path
 
     trainer = Trainer(

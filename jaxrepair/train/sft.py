@@ -403,6 +403,8 @@ def run_sft(
     d, tr = config.data, config.train
     if not d.train_paths:
         raise ValueError("data.train_paths is empty: give trajectory JSONL files to train on")
+    run = prepare_run_dir(config, "sft", existing)  # refuses a directory holding another run
+    config, tr = run.config, run.config.train
     tok = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer_spec)
     thinking = config.sft.thinking
     rows = pack_documents(
@@ -431,8 +433,6 @@ def run_sft(
     param_dtype = jnp.dtype(config.model.param_dtype)
     compute = jnp.dtype(config.model.dtype)
     chunk = min(DEFAULT_CHUNK, d.seq_len)
-    run = prepare_run_dir(config, "sft", existing)  # refuses a directory holding another run
-    config, tr = run.config, run.config.train
     out_dir = run.path
     trainer = Trainer(
         cfg,

@@ -38,13 +38,13 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(k, None)
+    umask_then_run = 'umask 022 && exec "$0" "$@"'  # (no preexec_fn: fork in a JAX process)
     return subprocess.run(
-        [sys.executable, "-m", "jaxrepair.cli", *argv],
+        ["sh", "-c", umask_then_run, sys.executable, "-m", "jaxrepair.cli", *argv],
         capture_output=True,
         text=True,
         env=env,
         timeout=240,
-        preexec_fn=lambda: os.umask(0o022),
     )
 
 

@@ -69,9 +69,9 @@ def test_load_save_load_is_exact(tmp_path):
         np.testing.assert_array_equal(orig[k], again[k])
 
 
-def test_bf16_export_round_trips(tmp_path):
-    cfg = Qwen3Config.preset("tiny")
-    params = init_params(cfg, jax.random.key(2), dtype=jnp.bfloat16)
+def test_bf16_export_round_trips(tmp_path, tiny):
+    cfg, params = tiny
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)
     save_hf(tmp_path, cfg, params)  # bfloat16 on disk by default
     cfg2, params2 = load_hf(tmp_path, dtype=jnp.bfloat16)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2), strict=True):
@@ -135,3 +135,117 @@ def test_presets_have_published_sizes():
     for name, n in sizes.items():
         got = Qwen3Config.preset(name).num_params()
         assert abs(got - n) / n < 0.05, (name, got)
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = Qwen3Config.preset("tiny")
+    return cfg, init_params(cfg, jax.random.key(0))
+
+
+def test_failed_export_leaves_the_target_as_it_was(tmp_path, monkeypatch, tiny):
+    """A write failing half way (disk full, ...) after some shards were written: the old model
+    directory is byte-for-byte unchanged, a new target is never created, nothing is staged."""
+    from jaxrepair.model import hf
+
+    make_hf_model(tmp_path / "old", num_hidden_layers=1)
+    before = _files(tmp_path / "old")
+    cfg, params = tiny
+    calls = {"n": 0}
+    real_write = hf._SafetensorsWriter.write
+
+    def failing_write(self, name, arr):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise OSError(28, "No space left on device")
+        real_write(self, name, arr)
+
+    monkeypatch.setattr(hf._SafetensorsWriter, "write", failing_write)
+    for target, replace in ((tmp_path / "old", True), (tmp_path / "new", False)):
+        calls["n"] = 0
+        with pytest.raises(OSError, match="No space left"):
+            save_hf(target, cfg, params, max_shard_bytes=20_000, replace=replace)
+    assert _files(tmp_path / "old") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
+def test_generation_config_uses_real_stop_tokens_inside_the_vocabulary(tmp_path, tiny):
+    """tiny preset (512 ids) still carries Qwen3's eos id 151645 in its config: without a
+    tokenizer no id outside the vocabulary is written; with one, its <|im_end|> and
+    <|endoftext|> ids (the tokenizer is the oracle), in config.json too."""
+    from transformers import GenerationConfig
+
+    from tests.train.trajectories import make_tokenizer
+
+    cfg, params = tiny
+    assert cfg.eos_token_id >= cfg.vocab_size
+    save_hf(tmp_path / "bare", cfg, params)
+    gen = json.loads((tmp_path / "bare" / "generation_config.json").read_text())
+    assert "eos_token_id" not in gen and "bos_token_id" not in gen
+    assert json.loads((tmp_path / "bare" / "config.json").read_text())["eos_token_id"] is None
+
+    tok = make_tokenizer(vocab_size=cfg.vocab_size)
+    tok.save(tmp_path / "tok")
+    save_hf(tmp_path / "with_tok", cfg, params, tokenizer_from=tmp_path / "tok")
+    gen = GenerationConfig.from_pretrained(tmp_path / "with_tok")
+    assert gen.eos_token_id == [tok.im_end_id, tok.endoftext_id]
+    assert gen.pad_token_id == tok.endoftext_id and max(gen.eos_token_id) < cfg.vocab_size
+    config = json.loads((tmp_path / "with_tok" / "config.json").read_text())
+    assert config["eos_token_id"] == tok.im_end_id
+
+
+def test_import_checks_before_creating_and_cleans_up_after_failing(tmp_path, monkeypatch):
+    from jaxrepair.train import checkpoint
+
+    make_hf_model(tmp_path / "hf", num_hidden_layers=1)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine\n")
+    with pytest.raises(FileExistsError, match="is not empty"):
+        checkpoint.import_hf(tmp_path / "hf", tmp_path / "used")
+    assert _files(tmp_path / "used") == {"notes.txt": b"mine\n"}
+    config = tmp_path / "hf" / "config.json"
+    config.write_text(config.read_text().replace('"hidden_size": 64', '"hidden_size": 32'))
+    with pytest.raises(CheckpointMismatch):  # a broken source: refused before anything exists
+        checkpoint.import_hf(tmp_path / "hf", tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+
+    make_hf_model(tmp_path / "hf2", num_hidden_layers=1)
+
+    def broken_save(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", broken_save)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.import_hf(tmp_path / "hf2", tmp_path / "ck")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_only_orbaxs_read_only_notices_are_silenced(caplog):
+    import logging
+
+    from jaxrepair.train.checkpoint import quiet_read_only_notice
+
+    quiet_read_only_notice()
+    absl = logging.getLogger("absl")
+    with caplog.at_level(logging.WARNING):
+        absl.warning("Given directory is read only=%s", "/ck")
+        absl.warning("CheckpointManagerOptions.read_only=True, setting create=False.")
+        absl.warning("a real problem")
+    assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+
+
+def test_generation_config_is_found_for_runs_started_from_hf_or_orbax(tmp_path):
+    """What sft/grpo carry into their own tokenizer/ (so export writes it back)."""
+    from jaxrepair.train.checkpoint import import_hf, saved_generation_config
+
+    make_hf_model(tmp_path / "hf", num_hidden_layers=1)
+    gen = {"eos_token_id": [5, 6], "do_sample": True, "temperature": 0.6}
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(gen))
+    assert saved_generation_config(tmp_path / "hf") == gen
+    import_hf(tmp_path / "hf", tmp_path / "ck")
+    assert saved_generation_config(tmp_path / "ck") == gen
+    assert saved_generation_config(tmp_path / "nothing-here") is None

@@ -240,7 +240,10 @@ def test_export_hf_loads_in_transformers_with_same_logits(straight, tmp_path):
     # and back: import_hf gives the same parameters bit for bit
     back = import_hf(hf_dir, tmp_path / "orbax")
     cfg2, params2, step = load_params(back)
-    assert step == 0 and cfg2.replace(remat=cfg.remat) == cfg
+    ids = dict(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id)
+    assert step == 0 and cfg2.replace(remat=cfg.remat, **ids) == cfg
+    # the exported ids are the run tokenizer's real stop tokens (inside its vocabulary)
+    assert cfg2.eos_token_id == make_tokenizer().im_end_id < cfg.vocab_size
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
