@@ -87,7 +87,18 @@ def test_version(capsys):
             "no Docker daemon is reachable",
         ),
     ],
-    ids=lambda v: "-".join(v[:2]) if isinstance(v, list) else "",
+    ids=[
+        "missing-config",
+        "bad-value",
+        "unknown-key",
+        "missing-trajectories",
+        "unknown-task",
+        "bad-limit",
+        "missing-corpus",
+        "no-teacher",
+        "missing-checkpoint",
+        "docker-down",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, env, says):
     env = dict(env)

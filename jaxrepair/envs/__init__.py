@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from .protocol import EnvService, EpisodeTally, Outcome, StepResult
 from .reward import ValidationResult, apply_patch, validate, validate_workspace
 from .sandbox import RunResult, Sandbox, make_sandbox
 from .task import Task, TaskError, load_tasks
 
 __all__ = [
+    "EnvService",
+    "EpisodeTally",
+    "Outcome",
     "RunResult",
     "Sandbox",
+    "StepResult",
     "Task",
     "TaskError",
     "ValidationResult",

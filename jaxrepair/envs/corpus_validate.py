@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
+from .protocol import Outcome
 from .reward import ValidationResult, validate
 from .sandbox import Sandbox, make_sandbox
 from .task import Task, require_backend
@@ -40,13 +41,13 @@ class TaskReport:
 
     @property
     def infra(self) -> bool:
-        return "infra_error" in self.broken or "infra_error" in self.fixed
+        return Outcome.INFRA_ERROR in self.broken or Outcome.INFRA_ERROR in self.fixed
 
     @property
     def flaky(self) -> bool:
         """Repeats disagree (ignoring infra errors, which are reported separately)."""
-        b = {o for o in self.broken if o != "infra_error"}
-        f = {o for o in self.fixed if o != "infra_error"}
+        b = {o for o in self.broken if o != Outcome.INFRA_ERROR}
+        f = {o for o in self.fixed if o != Outcome.INFRA_ERROR}
         return len(b) > 1 or len(f) > 1
 
     @property
@@ -54,8 +55,8 @@ class TaskReport:
         return (
             bool(self.broken)
             and bool(self.fixed)
-            and all(o == "fail" for o in self.broken)
-            and all(o == "pass" for o in self.fixed)
+            and all(o == Outcome.FAIL for o in self.broken)
+            and all(o == Outcome.PASS for o in self.fixed)
             and all(g is None for g in self.fixed_guards)
         )
 
@@ -160,19 +161,19 @@ def validate_corpus(
                 res = fut.result()
             except Exception as e:  # noqa: BLE001 - a crash is a problem to report, not to raise
                 rep.problems.append(f"{variant}: {type(e).__name__}: {e}")
-                (rep.broken if variant == "broken" else rep.fixed).append("infra_error")
+                (rep.broken if variant == "broken" else rep.fixed).append(Outcome.INFRA_ERROR)
             else:
                 rep.durations_s.append(res.duration_s)
                 rep.fingerprint = res.fingerprint
                 if variant == "broken":
                     rep.broken.append(res.outcome)
-                    if res.outcome != "fail":
+                    if res.outcome != Outcome.FAIL:
                         rep.problems.append(f"broken repo: {res.outcome} (expected fail)")
                 else:
                     rep.fixed.append(res.outcome)
                     rep.fixed_guards.append(res.guard)
                     rep.tests_ran = res.tests_ran
-                    if res.outcome != "pass" or res.guard is not None:
+                    if res.outcome != Outcome.PASS or res.guard is not None:
                         rep.problems.append(
                             f"reference fix: {res.outcome}, guard={res.guard}: {res.log[-400:]}"
                         )

@@ -46,21 +46,17 @@ from typing import Any
 
 from jaxrepair.config import EnvsConfig
 
+from .protocol import EpisodeTally, Outcome, StepResult
 from .task import Task, require_backend
 
 __all__ = [
-    "INFRA",
-    "TRUNCATED",
     "EnvFarm",
     "FaultPlan",
     "SandboxStartFailure",
-    "StepResult",
     "farm_from_config",
     "run_episodes_with_policy",
 ]
 
-INFRA = "infra_error"
-TRUNCATED = "truncated"
 PIPELINES = ("full", "simplified")
 _HANG_COMMAND = "sleep 3600"
 
@@ -100,21 +96,6 @@ class FaultPlan:
             if key in getattr(self, name):
                 return name
         return None
-
-
-@dataclasses.dataclass
-class StepResult:
-    """What a reset or step returned. ``outcome`` is set when ``done``: pass, fail or
-    infra_error (infra errors are not scores: exclude them from advantages)."""
-
-    episode_id: str
-    observation: str
-    reward: float
-    done: bool
-    info: dict[str, Any]
-    outcome: str | None = None
-    attempts: int = 1
-    infra_error: str | None = None
 
 
 class SandboxStartFailure(RuntimeError):
@@ -376,7 +357,7 @@ def _tool_infra(ep: Any, before: Any) -> str | None:
     """An infra error seen by a validate_and_build tool call during the last step."""
     tb = getattr(ep, "toolbox", None)
     lv = getattr(tb, "last_validation", None)
-    if lv is not None and lv is not before and getattr(lv, "outcome", None) == INFRA:
+    if lv is not None and lv is not before and getattr(lv, "outcome", None) == Outcome.INFRA_ERROR:
         return "validate_and_build hit an infrastructure error: " + "; ".join(
             lv.infra_errors or [lv.log[-300:]]
         )
@@ -440,17 +421,19 @@ def _run_job(
     if done:
         live.pop(eid, None)
         _close_episode(ep)
-        if outcome == INFRA:
+        if outcome == Outcome.INFRA_ERROR:
             v = info.get("validation") or {}
             raise SandboxStartFailure(
                 "validation infra_error: "
                 + "; ".join(v.get("infra_errors") or [str(v.get("log", ""))[-300:]])
             )
-        if outcome not in ("pass", "fail"):
+        if outcome not in (Outcome.PASS, Outcome.FAIL):
             raise RuntimeError(
                 f"episode ended without a validation outcome (info outcome {outcome!r})"
             )
-    return StepResult(eid, obs, float(reward), bool(done), info, outcome)
+    return StepResult(
+        eid, obs, float(reward), bool(done), info, Outcome(outcome) if outcome else None
+    )
 
 
 def _worker_main(
@@ -592,6 +575,7 @@ class EnvFarm:
         self._closed = False
         self._dir: str | None = None
         self._stats = Counter()
+        self._tally = EpisodeTally()  # started and ended episodes (in_flight from the records)
         self._max_queue = 0
         self._busy_s = 0.0
         self._t0 = 0.0
@@ -773,10 +757,10 @@ class EnvFarm:
                 "caps": {**self.episode_caps, **caps},
                 "outcome": None,
             }
-            self._stats["started"] += 1
+            self._tally.started += 1
         res = await self._submit("reset", episode_id)
         if res.infra_error:
-            self._finish(episode_id, INFRA, 0.0, res.infra_error)
+            self._finish(episode_id, Outcome.INFRA_ERROR, 0.0, res.infra_error)
         return res
 
     async def step(self, episode_id: str, assistant_text: str) -> StepResult:
@@ -802,15 +786,19 @@ class EnvFarm:
         with self._lock:
             self._stats["steps"] += 1
             # ended by the caller (truncate / abandon) while the step ran: the record stands
-            if ep["outcome"] == TRUNCATED:
+            if ep["outcome"] == Outcome.TRUNCATED:
                 info = {"truncated": ep.get("end_reason")}
-                return StepResult(episode_id, "", 0.0, True, info, TRUNCATED, res.attempts)
-            if ep["outcome"] == INFRA:
-                reason = ep.get("infra_reason") or INFRA
+                return StepResult(episode_id, "", 0.0, True, info, Outcome.TRUNCATED, res.attempts)
+            if ep["outcome"] == Outcome.INFRA_ERROR:
+                reason = ep.get("infra_reason") or Outcome.INFRA_ERROR.value
                 info = {"infra_error": reason}
-                return StepResult(episode_id, "", 0.0, True, info, INFRA, res.attempts, reason)
+                return StepResult(
+                    episode_id, "", 0.0, True, info, Outcome.INFRA_ERROR, res.attempts, reason
+                )
         if res.done:
-            self._finish(episode_id, res.outcome or INFRA, res.reward, res.infra_error)
+            self._finish(
+                episode_id, res.outcome or Outcome.INFRA_ERROR, res.reward, res.infra_error
+            )
         return res
 
     def outcome(self, episode_id: str) -> str | None:
@@ -819,13 +807,13 @@ class EnvFarm:
 
     def abandon(self, episode_id: str, reason: str) -> None:
         """Record an episode the caller cannot continue (e.g. generation failed) as infra_error."""
-        self._end_by_caller(episode_id, INFRA, f"abandoned: {reason}")
+        self._end_by_caller(episode_id, Outcome.INFRA_ERROR, f"abandoned: {reason}")
 
     def truncate(self, episode_id: str, reason: str) -> None:
         """End an episode the policy ran out of room for (context, new-token or turn cap):
         outcome truncated, reward 0. Not an infra error: the policy's own length is the cause,
         so callers mask it (grpo.mask_truncated) rather than exclude it as a failed build."""
-        self._end_by_caller(episode_id, TRUNCATED, reason)
+        self._end_by_caller(episode_id, Outcome.TRUNCATED, reason)
 
     def _end_by_caller(self, episode_id: str, outcome: str, reason: str) -> None:
         with self._lock:
@@ -845,28 +833,19 @@ class EnvFarm:
         failed attempt (retried or not) is listed per episode."""
         with self._lock:
             outcomes = Counter(e["outcome"] or "in_flight" for e in self._episodes.values())
-            s = self._stats
-            in_flight = outcomes.get("in_flight", 0)
+            tally = dataclasses.replace(self._tally, in_flight=outcomes.get("in_flight", 0))
             return {
-                "started": s["started"],
-                "scored": s["scored"],
-                "passed": s["passed"],
-                "truncated": s["truncated"],
-                "infra_error": s["infra_error"],
-                "in_flight": in_flight,
+                **tally.to_dict(),
                 "outcomes": dict(outcomes),
                 "infra_errors": {
                     k: e.get("infra_reason")
                     for k, e in self._episodes.items()
-                    if e["outcome"] == INFRA
+                    if e["outcome"] == Outcome.INFRA_ERROR
                 },
                 "failed_attempts": {
                     k: list(e["failures"]) for k, e in self._episodes.items() if e.get("failures")
                 },
-                "complete": in_flight == 0
-                and s["started"]
-                == s["scored"] + s["truncated"] + s["infra_error"]
-                == len(self._episodes),
+                "complete": tally.complete and tally.started == len(self._episodes),
             }
 
     def metrics(self) -> dict[str, Any]:
@@ -874,20 +853,20 @@ class EnvFarm:
         with self._lock:
             end = self._t_end if self._t_end is not None else time.perf_counter()
             dt = max(1e-9, end - self._t0) if self._t0 else 0.0
-            s = self._stats
+            s, t = self._stats, self._tally
             busy = self._busy_s + sum(
                 time.monotonic() - sl.busy_since for sl in self._slots if sl.job is not None
             )
-            done = s["scored"] + s["truncated"] + s["infra_error"]
+            done = t.ended
             return {
                 "workers": self.n_workers,
                 "elapsed_s": dt,
-                "started": s["started"],
+                "started": t.started,
                 "episodes_done": done,
-                "scored": s["scored"],
-                "passed": s["passed"],
-                "truncated": s["truncated"],
-                "infra_error": s["infra_error"],
+                "scored": t.scored,
+                "passed": t.passed,
+                "truncated": t.truncated,
+                "infra_error": t.infra_error,
                 "steps": s["steps"],
                 "jobs": s["jobs"],
                 "builds": s["builds"],
@@ -916,21 +895,25 @@ class EnvFarm:
             ep = self._episodes[episode_id]
             if ep["outcome"]:
                 return
+            outcome = Outcome(outcome)
             ep["outcome"], ep["reward"] = outcome, reward
-            if outcome == INFRA:
-                ep["infra_reason"] = reason or "infra_error"
-                self._stats["infra_error"] += 1
-            elif outcome == TRUNCATED:
+            if outcome is Outcome.INFRA_ERROR:
+                ep["infra_reason"] = reason or Outcome.INFRA_ERROR.value
+            elif outcome is Outcome.TRUNCATED:
                 ep["end_reason"] = reason
-                self._stats["truncated"] += 1
-            else:
-                self._stats["scored"] += 1
-                self._stats["passed"] += int(outcome == "pass")
+            self._tally.record(outcome)
 
     @staticmethod
     def _infra_result(job: _Job, reason: str) -> StepResult:
         return StepResult(
-            job.episode_id, "", 0.0, True, {"infra_error": reason}, INFRA, job.attempt + 1, reason
+            job.episode_id,
+            "",
+            0.0,
+            True,
+            {"infra_error": reason},
+            Outcome.INFRA_ERROR,
+            job.attempt + 1,
+            reason,
         )
 
     async def _submit(self, kind: str, episode_id: str) -> StepResult:
@@ -1175,7 +1158,7 @@ async def run_episodes_with_policy(
         if res.done:
             return res
         farm.truncate(eid, f"the driver's turn limit ({max_turns})")
-        return StepResult(eid, obs, 0.0, True, {"truncated": "turn limit"}, TRUNCATED)
+        return StepResult(eid, obs, 0.0, True, {"truncated": "turn limit"}, Outcome.TRUNCATED)
 
     results = await asyncio.gather(*(one(*s) for s in specs))
     return {r.episode_id: r for r in results}

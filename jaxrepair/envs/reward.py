@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import deps
+from .protocol import Outcome
 from .sandbox import RunResult, Sandbox, make_sandbox
 from .task import Task
 
@@ -71,7 +72,7 @@ class PatchError(ValueError):
 
 @dataclass
 class ValidationResult:
-    outcome: str  # "pass" | "fail" | "infra_error"
+    outcome: str  # an Outcome: pass | fail | infra_error
     reward: float
     tampered: bool
     guard: str | None
@@ -336,13 +337,15 @@ def _run_build(task: Task, ws: Path, sandbox: Sandbox, retries: int) -> _BuildRu
                         + (f"; available: {', '.join(known)}" if known else "")
                     )
         except deps.DepsError as e:
-            return _BuildRun("fail", f"[jaxrepair] dependency error: {e}\n", None, 1, [], None)
+            return _BuildRun(
+                Outcome.FAIL, f"[jaxrepair] dependency error: {e}\n", None, 1, [], None
+            )
     if task.swebench is not None:
         try:
             apply_patch(ws, task.swebench.test_patch)
         except PatchError as e:
             return _BuildRun(
-                "fail",
+                Outcome.FAIL,
                 f"[jaxrepair] the task's test patch does not apply: {e}\n",
                 None,
                 1,
@@ -353,20 +356,20 @@ def _run_build(task: Task, ws: Path, sandbox: Sandbox, retries: int) -> _BuildRu
     log_parts: list[str] = []
     tests: int | None = None
     max_attempts, infra = 1, []
-    outcome = "pass"
+    outcome = Outcome.PASS
     for cmd in task.build:
         remaining = task.timeout_s - (time.monotonic() - start)
         if remaining <= 0:
             log_parts.append(
                 f"[jaxrepair] wall-time budget of {task.timeout_s:g}s used up before: {cmd}\n"
             )
-            outcome = "fail"
+            outcome = Outcome.FAIL
             break
         try:
             res, attempts, errs = _run_retry(sandbox, ws, cmd, remaining, pins, retries)
         except deps.DepsError as e:
             log_parts.append(f"[jaxrepair] dependency error: {e}\n")
-            outcome = "fail"
+            outcome = Outcome.FAIL
             break
         max_attempts, infra = max(max_attempts, attempts), infra + errs
         log_parts.append(
@@ -374,13 +377,13 @@ def _run_build(task: Task, ws: Path, sandbox: Sandbox, retries: int) -> _BuildRu
         )
         if res.infra_error is not None:
             log_parts.append(f"[jaxrepair] infrastructure error: {res.infra_error}\n")
-            outcome = "infra_error"
+            outcome = Outcome.INFRA_ERROR
             break
         n = count_tests(res.output)
         if n is not None:
             tests = (tests or 0) + n
         if res.exit_code != 0 or res.timed_out:
-            outcome = "fail"
+            outcome = Outcome.FAIL
             break
     log = "".join(log_parts)
     return _BuildRun(outcome, log[-LOG_TAIL:], tests, max_attempts, infra, pins)
@@ -412,7 +415,7 @@ def reference_test_count(
         return None
     finally:
         sandbox.destroy_workspace(ws)
-    if run.outcome != "pass":
+    if run.outcome != Outcome.PASS:
         return None  # a broken reference: corpus validation reports it; do not cache
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkstemp(prefix=".tmp-", dir=path.parent)[1])
@@ -443,7 +446,7 @@ def validate_workspace(
     ws = Path(workspace)
     guard, detail = check_guards(task, ws)
     run = _run_build(task, ws, sandbox, retries)
-    if guard is None and run.outcome == "pass":
+    if guard is None and run.outcome == Outcome.PASS:
         ref = reference_test_count(task, sandbox, retries)
         if ref is not None and (run.tests_ran is None or run.tests_ran < ref):
             guard = "tests_removed"
@@ -453,7 +456,7 @@ def validate_workspace(
         log = (log + f"[jaxrepair] guard {guard} fired: {detail}\n")[-LOG_TAIL:]
     return ValidationResult(
         outcome=run.outcome,
-        reward=1.0 if run.outcome == "pass" and guard is None else 0.0,
+        reward=1.0 if run.outcome == Outcome.PASS and guard is None else 0.0,
         tampered=guard is not None,
         guard=guard,
         log=log,
@@ -493,7 +496,7 @@ def validate(
             time.sleep(0.2)
     if ws is None:
         return ValidationResult(
-            "infra_error",
+            Outcome.INFRA_ERROR,
             0.0,
             False,
             None,
@@ -511,7 +514,7 @@ def validate(
             apply_patch(ws, patch)
         except PatchError as e:
             return ValidationResult(
-                "fail",
+                Outcome.FAIL,
                 0.0,
                 False,
                 None,

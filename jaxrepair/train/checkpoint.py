@@ -651,6 +651,22 @@ def saved_generation_config(src: str | os.PathLike) -> dict[str, Any] | None:
     return None
 
 
+def save_run_tokenizer(out_dir: str | os.PathLike, tokenizer: Any, src: str | None) -> None:
+    """Process 0: the run's tokenizer into `out_dir/checkpoints/tokenizer/`, with the model
+    source's generation_config.json (when `src` has one), so export writes both back."""
+    from jaxrepair.model.hf import GENERATION_CONFIG
+    from jaxrepair.train.storage import save_dir_once
+
+    gen = saved_generation_config(src) if src is not None else None
+
+    def write(d: Any) -> None:
+        tokenizer.save(d)
+        if gen is not None:
+            (epath.Path(d) / GENERATION_CONFIG).write_text(json.dumps(gen, indent=2))
+
+    save_dir_once(run_path(out_dir) / "checkpoints" / TOKENIZER_SUBDIR, write)
+
+
 def _remove_partial(out: epath.Path, existed: bool) -> None:
     """Undo a failed import: the directory it created, or what it put in an empty one."""
     try:

@@ -50,18 +50,16 @@ import numpy as np
 
 from jaxrepair import multihost
 from jaxrepair.envs.chat import encode_prompt, parse_assistant
+from jaxrepair.envs.protocol import EnvService, EpisodeTally, Outcome, StepResult
 from jaxrepair.train.rollout import (
-    INFRA,
-    TRUNCATED,
     AcceleratorClock,
     Rollout,
     RolloutStats,
     SamplingSettings,
     continuation_ids,
-    initial_messages,
 )
 
-__all__ = ["Collector", "collect"]
+__all__ = ["Collector", "collect", "merge_accounting", "merge_metrics"]
 
 _ENV, _GEN, _DONE = "env", "gen", "done"
 
@@ -81,7 +79,8 @@ class Collector:
     while not collector.poll(0.05): ...  # or collector.run()
     rollouts, stats = collector.result()
 
-    All processes of a job must build it with the same arguments (their own farm) and call
+    `farm` is any `EnvService` (jaxrepair.envs.protocol); nothing else of it is used. All
+    processes of a job must build it with the same arguments (their own farm) and call
     `start`, `poll` and `result` in the same order.
     """
 
@@ -91,7 +90,7 @@ class Collector:
         cfg: Any,
         tasks: Sequence[Any],
         group_size: int,
-        farm: Any,
+        farm: EnvService,
         tokenizer: Any,
         sampling: SamplingSettings,
         rng: Any,
@@ -133,7 +132,7 @@ class Collector:
             list(range(s, min(s + b, len(self.eps)))) for s in range(0, len(self.eps), b)
         ]
         self.chunk_turns = [0] * len(self.chunks)
-        self.stats = RolloutStats(episodes=len(self.eps))
+        self.stats = RolloutStats(tally=EpisodeTally(started=len(self.eps)))
         self._pending: dict[int, tuple[str, concurrent.futures.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -148,7 +147,7 @@ class Collector:
     def start(self) -> Collector:
         """Send the resets of this process's episodes to its farm (returns at once)."""
         self._t0 = time.perf_counter()
-        self._farm_m0 = _farm_metrics(self.farm)
+        self._farm_m0 = self.farm.metrics()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="collector-farm", daemon=True
@@ -176,7 +175,7 @@ class Collector:
             if ep.status != _DONE:
                 if self._owns(i):
                     _safe_abandon(self.farm, ep.r.episode_id, "driver stopped before the end")
-                self._end(ep, INFRA, reason="driver stopped before the episode ended")
+                self._end(ep, Outcome.INFRA_ERROR, reason="driver stopped before the episode ended")
         for _, fut in self._pending.values():
             fut.cancel()
         self._pending.clear()
@@ -237,11 +236,11 @@ class Collector:
             self.close()
         s = self.stats
         s.wall_s = time.perf_counter() - self._t0
-        m1 = _farm_metrics(self.farm)
+        m1 = self.farm.metrics()
         local = {
             k: int(m1.get(k, 0)) - int(self._farm_m0.get(k, 0)) for k in ("cache_hits", "builds")
         }
-        acct = self.farm.accounting() if hasattr(self.farm, "accounting") else {}
+        acct = self.farm.accounting()
         every = multihost.allgather_objects((local, acct))
         s.cache_hits = sum(d["cache_hits"] for d, _ in every)
         s.builds = sum(d["builds"] for d, _ in every)
@@ -254,23 +253,24 @@ class Collector:
         ep = self.eps[i]
         eid = ep.r.episode_id
         try:
-            res = fut.result()
+            res: StepResult = fut.result()
         except Exception as e:  # noqa: BLE001 - the farm reports faults as infra_error
             _safe_abandon(self.farm, eid, f"{kind} raised {type(e).__name__}: {e}")
             return {"i": i, "kind": kind, "infra": f"{kind}: {type(e).__name__}: {e}"}
         if kind == "reset":
-            if (
-                _farm_outcome(self.farm, eid) == INFRA
-                or getattr(res, "outcome", None) == INFRA
-                or getattr(res, "infra_error", None)
-            ):
+            if res.failed or self.farm.outcome(eid) == Outcome.INFRA_ERROR:
                 return {"i": i, "kind": kind, "infra": "reset failed in the farm"}
-            info = getattr(res, "info", None) or {}
-            if "messages" in info:
-                messages, tools = list(info["messages"]), info.get("tools")
-            else:
-                messages, tools = initial_messages(ep.task, self.pipeline)
-            return {"i": i, "kind": kind, "messages": messages, "tools": tools}
+            info = res.info or {}
+            if not info.get("messages"):  # a backend off the contract: end it, here and there
+                why = f"{type(self.farm).__name__}.reset returned no 'messages' in its info"
+                _safe_abandon(self.farm, eid, why)
+                return {"i": i, "kind": kind, "infra": why}
+            return {
+                "i": i,
+                "kind": kind,
+                "messages": list(info["messages"]),
+                "tools": info.get("tools"),
+            }
         info = res.info or {}
         out: dict[str, Any] = {
             "i": i,
@@ -285,9 +285,9 @@ class Collector:
                 tampered=bool(info.get("tampered", False)),
                 info={k: info[k] for k in ("end_reason", "guard", "steps") if k in info},
                 reward=float(res.reward),
-                outcome=res.outcome or ("pass" if res.reward > 0 else "fail"),
+                outcome=res.outcome or (Outcome.PASS if res.reward > 0 else Outcome.FAIL),
             )
-            if res.outcome == INFRA or res.infra_error:
+            if res.failed:
                 out["infra"] = res.infra_error or "step failed in the farm"
         return out
 
@@ -297,7 +297,7 @@ class Collector:
         ep = self.eps[i]
         r = ep.r
         if p.get("infra") is not None:
-            self._end(ep, INFRA, reason=p["infra"])
+            self._end(ep, Outcome.INFRA_ERROR, reason=p["infra"])
             return
         if p["kind"] == "reset":
             r.messages, r.tools = p["messages"], p["tools"]
@@ -327,29 +327,21 @@ class Collector:
             ep.status = _GEN
 
     def _end(self, ep: _Episode, outcome: str, reward: float = 0.0, reason: str | None = None):
-        r, s = ep.r, self.stats
-        r.outcome = outcome
-        r.reward = float(reward) if outcome not in (INFRA, TRUNCATED) else 0.0
-        if outcome == TRUNCATED:
+        r, o = ep.r, Outcome(outcome)
+        r.outcome = o
+        r.reward = float(reward) if o.scored else 0.0
+        if o is Outcome.TRUNCATED:
             r.truncated, r.truncation_reason = True, reason
-            s.truncated += 1
-        elif outcome == INFRA:
+        elif o is Outcome.INFRA_ERROR:
             r.infra_error = reason
-            s.infra_errors += 1
-        else:
-            s.scored += 1
-            s.passed += int(outcome == "pass")
+        self.stats.tally.record(o)
         ep.status = _DONE
 
     def _truncate(self, i: int, reason: str) -> None:
         ep = self.eps[i]
         if self._owns(i):
-            eid = ep.r.episode_id
-            if hasattr(self.farm, "truncate"):
-                self.farm.truncate(eid, reason)
-            else:  # the farm has no truncated outcome: close it as not continued
-                self.farm.abandon(eid, f"truncated: {reason}")
-        self._end(ep, TRUNCATED, reason=reason)
+            self.farm.truncate(ep.r.episode_id, reason)
+        self._end(ep, Outcome.TRUNCATED, reason=reason)
 
     # ------------------------------------------------------------------ generation
     def _generate(self, c: int, live: list[int]) -> None:
@@ -416,8 +408,21 @@ class Collector:
 
 
 def merge_accounting(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One farm accounting from every process's farm: counts add up, `complete` holds when it
-    holds everywhere, lists are joined."""
+    """One farm accounting from every process's farm: the episode tallies add up, `complete`
+    holds when it holds everywhere, the backends' details merge as in `merge_metrics`."""
+    if not parts:
+        return {}
+    tally = EpisodeTally.total(EpisodeTally.from_dict(p) for p in parts)
+    return {
+        **merge_metrics(parts),
+        **tally.to_dict(),
+        "complete": tally.complete and all(bool(p.get("complete", True)) for p in parts),
+    }
+
+
+def merge_metrics(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One record from every process's: numbers add up, flags hold when they hold everywhere,
+    lists are joined, mappings merged."""
     out: dict[str, Any] = {}
     for part in parts:
         for k, v in part.items():
@@ -434,18 +439,7 @@ def merge_accounting(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _farm_metrics(farm: Any) -> dict[str, Any]:
-    return farm.metrics() if hasattr(farm, "metrics") else {}
-
-
-def _farm_outcome(farm: Any, eid: str) -> str | None:
-    try:
-        return farm.outcome(eid) if hasattr(farm, "outcome") else None
-    except KeyError:
-        return None
-
-
-def _safe_abandon(farm: Any, eid: str, reason: str) -> None:
+def _safe_abandon(farm: EnvService, eid: str, reason: str) -> None:
     try:
         farm.abandon(eid, reason)
     except Exception:  # noqa: BLE001 - an episode the farm never registered
@@ -457,7 +451,7 @@ def collect(
     cfg: Any,
     tasks: Sequence[Any],
     group_size: int,
-    farm: Any,
+    farm: EnvService,
     tokenizer: Any,
     sampling: SamplingSettings,
     rng: Any,

@@ -51,9 +51,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair import multihost
+from jaxrepair.envs.protocol import EpisodeTally
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import gather_to_host
-from jaxrepair.train.collector import Collector, merge_accounting
+from jaxrepair.train.collector import Collector, merge_accounting, merge_metrics
 from jaxrepair.train.grpo import group_advantages, group_stats, grpo_loss
 from jaxrepair.train.losses import DEFAULT_CHUNK, token_logprobs
 from jaxrepair.train.rollout import (
@@ -561,10 +562,9 @@ def run_grpo(
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
-    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, PreemptionSync, load_params
+    from jaxrepair.train.checkpoint import PreemptionSync, load_params, save_run_tokenizer
     from jaxrepair.train.rundir import finish_run, prepare_run_dir
     from jaxrepair.train.sft import resolve_model
-    from jaxrepair.train.storage import save_dir_once
     from jaxrepair.train.trainer import (
         DIGEST_ENV,
         MetricsLogger,
@@ -633,7 +633,7 @@ def run_grpo(
         trainer.set_params(params0)
     elif g.kl_beta > 0:
         ref_params = initial_params()  # the reference is the run's starting point, not the resume
-    save_dir_once(out_dir / "checkpoints" / TOKENIZER_SUBDIR, tok.save)
+    save_run_tokenizer(out_dir, tok, hf_src or orbax_src)
 
     clock = AcceleratorClock()
     learner = GRPOLearner(
@@ -700,7 +700,7 @@ def run_grpo(
     logger = MetricsLogger(out_dir, tr.steps, start, tensorboard=True, progress=progress)
     traj = RolloutLog(out_dir) if primary else None
     history: list[dict[str, float]] = []
-    totals = {"started": 0, "scored": 0, "passed": 0, "truncated": 0, "infra_error": 0}
+    totals = EpisodeTally()  # every episode of every step, from the driver's own counts
     preempted = False
     t_loop0 = time.perf_counter()
     ahead: tuple[Collector, Any] | None = None  # next step's collector and its params
@@ -740,8 +740,7 @@ def run_grpo(
                 metrics["idle_frac"] = clock.idle_fraction(t_step0, t_step1)
                 metrics["step_s"] = t_step1 - t_step0
                 metrics["overlap"] = float(g.overlap)
-                for k in totals:
-                    totals[k] += int(cstats.accounting.get(k, 0))
+                totals += cstats.tally
                 if not cstats.complete:
                     raise RuntimeError(
                         f"step {step}: rollout accounting incomplete {cstats.accounting}"
@@ -789,17 +788,15 @@ def run_grpo(
         if traj is not None:
             traj.close()
         logger.close()
-        accounting = farm.accounting() if hasattr(farm, "accounting") else {}
-        farm_metrics = farm.metrics() if hasattr(farm, "metrics") else {}
+        accounting, farm_metrics = farm.accounting(), farm.metrics()
         if own_farm:
             farm.close()
         trainer.close()
     wall_loop = time.perf_counter() - t_loop0
     # every process's farm ran its share of the episodes: one accounting for the job
-    accounting, farm_metrics = (
-        merge_accounting(list(part))
-        for part in zip(*multihost.allgather_objects((accounting, farm_metrics)), strict=True)
-    )
+    every = multihost.allgather_objects((accounting, farm_metrics))
+    accounting = merge_accounting([a for a, _ in every])
+    farm_metrics = merge_metrics([m for _, m in every])
     png = None
     if primary:
         png = plot_reward_curve(out_dir / "metrics.jsonl", out_dir / "reward_curve.png")
@@ -815,12 +812,8 @@ def run_grpo(
         "rewards": [h["reward_mean"] for h in history],
         "pass_rates": [h["pass_rate"] for h in history],
         "idle_frac": clock.idle_fraction(t_loop0, t_loop0 + wall_loop) if steps_done else None,
-        "episodes_per_s": totals["started"] / wall_loop if steps_done else None,
-        "accounting": {
-            **totals,
-            "complete": totals["started"]
-            == totals["scored"] + totals["truncated"] + totals["infra_error"],
-        },
+        "episodes_per_s": totals.started / wall_loop if steps_done else None,
+        "accounting": totals.to_dict(),
         "farm_accounting": accounting,
         "farm_metrics": {
             k: v for k, v in farm_metrics.items() if isinstance(v, (int, float, bool))

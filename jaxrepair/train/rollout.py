@@ -13,9 +13,7 @@ from typing import Any
 import numpy as np
 
 from jaxrepair.envs.chat import render
-
-INFRA = "infra_error"
-TRUNCATED = "truncated"
+from jaxrepair.envs.protocol import EpisodeTally, Outcome
 
 __all__ = [
     "AcceleratorClock",
@@ -23,7 +21,6 @@ __all__ = [
     "RolloutStats",
     "SamplingSettings",
     "continuation_ids",
-    "initial_messages",
 ]
 
 
@@ -76,7 +73,7 @@ class Rollout:
     old_logprobs: list[float]
     prompt_len: int
     reward: float = 0.0
-    outcome: str = INFRA  # pass | fail | truncated | infra_error
+    outcome: str = Outcome.INFRA_ERROR  # an Outcome
     truncated: bool = False
     truncation_reason: str | None = None
     tool_calls: int = 0
@@ -90,7 +87,7 @@ class Rollout:
     @property
     def valid(self) -> bool:
         """False for infra errors: excluded from advantages and from the loss."""
-        return self.outcome != INFRA
+        return self.outcome != Outcome.INFRA_ERROR
 
     @property
     def inputs(self) -> list[int]:
@@ -187,13 +184,10 @@ class _Busy:
 
 @dataclasses.dataclass
 class RolloutStats:
-    """What one `collect` did; `to_dict` gives the metrics logged per GRPO step."""
+    """What one `collect` did; `to_dict` gives the metrics logged per GRPO step. `tally` is
+    the driver's own count of how its episodes ended."""
 
-    episodes: int = 0
-    scored: int = 0
-    passed: int = 0
-    truncated: int = 0
-    infra_errors: int = 0
+    tally: EpisodeTally = dataclasses.field(default_factory=EpisodeTally)
     wall_s: float = 0.0
     generation_s: float = 0.0  # sum of generate() durations
     env_wait_s: float = 0.0  # generator waiting with nothing to generate (envs working)
@@ -206,21 +200,34 @@ class RolloutStats:
     farm_accounting: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def episodes(self) -> int:
+        return self.tally.started
+
+    @property
+    def scored(self) -> int:
+        return self.tally.scored
+
+    @property
+    def passed(self) -> int:
+        return self.tally.passed
+
+    @property
+    def truncated(self) -> int:
+        return self.tally.truncated
+
+    @property
+    def infra_errors(self) -> int:
+        return self.tally.infra_error
+
+    @property
     def complete(self) -> bool:
         """Every episode that started ended exactly once (scored, truncated or infra_error)."""
-        return self.episodes == self.scored + self.truncated + self.infra_errors
+        return self.tally.complete
 
     @property
     def accounting(self) -> dict[str, Any]:
         """started = scored + truncated + infra_error, from the driver's own counts."""
-        return {
-            "started": self.episodes,
-            "scored": self.scored,
-            "passed": self.passed,
-            "truncated": self.truncated,
-            "infra_error": self.infra_errors,
-            "complete": self.complete,
-        }
+        return self.tally.to_dict()
 
     def merge(self, other: RolloutStats) -> RolloutStats:
         """Stats of two collects run one after the other (e.g. DAPO refill rounds)."""
@@ -257,26 +264,6 @@ class RolloutStats:
 
 
 # ----------------------------------------------------------------------------- helpers
-def initial_messages(task: Any, pipeline: str) -> tuple[list[dict], list[dict] | None]:
-    """The messages an episode starts with, built on the host (fallback when the farm's reset
-    does not return them). Never touches a sandbox."""
-    from jaxrepair.envs import pipelines as pl
-
-    class _NoSandbox:  # the prompt of either pipeline needs no workspace
-        def destroy_workspace(self, _ws: Any) -> None:  # pragma: no cover - never created
-            pass
-
-    if pipeline == "simplified":
-        ep = pl.SimplifiedEpisode(task, sandbox=_NoSandbox())
-        ep.reset()
-        return list(ep.messages), ep.tools
-    ep = pl.FullEpisode(task, sandbox=_NoSandbox())
-    obs = ep.first_observation()
-    return [{"role": "system", "content": pl.SYSTEM_FULL}, {"role": "user", "content": obs}], list(
-        pl.TOOL_SCHEMAS
-    )
-
-
 def continuation_ids(
     tokenizer: Any, new_messages: list[dict], ended_with_im_end: bool
 ) -> list[int]:

@@ -394,9 +394,8 @@ def run_sft(
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
     from jaxrepair.model.qwen3 import param_shapes
-    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, load_params
+    from jaxrepair.train.checkpoint import load_params, save_run_tokenizer
     from jaxrepair.train.rundir import finish_run, prepare_run_dir
-    from jaxrepair.train.storage import save_dir_once
     from jaxrepair.train.trainer import Trainer, optimizer_from_config
 
     t_start = time.perf_counter()
@@ -469,7 +468,7 @@ def run_sft(
         else:
             params = init_params(cfg, jax.random.key(tr.seed), mesh=mesh, dtype=param_dtype)
         trainer.set_params(params)
-    save_dir_once(out_dir / "checkpoints" / TOKENIZER_SUBDIR, tok.save)
+    save_run_tokenizer(out_dir, tok, hf_src or orbax_src)
     eval_fn = None
     if eval_rows is not None:
         eval_fn = make_eval_fn(eval_rows, cfg, d.batch_size, chunk, mesh)

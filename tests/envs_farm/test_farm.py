@@ -17,7 +17,8 @@ import pytest
 
 from jaxrepair.envs import make_episode, reward
 from jaxrepair.envs.expert import ExpertPolicy
-from jaxrepair.envs.farm import INFRA, TRUNCATED, EnvFarm, FaultPlan, StepResult
+from jaxrepair.envs.farm import EnvFarm, FaultPlan
+from jaxrepair.envs.protocol import Outcome, StepResult
 
 from .conftest import alive, make_task, processes_under
 
@@ -114,7 +115,7 @@ def test_fault_injection_full_pipeline(c_tasks, local_sandbox, tmp_path):
     assert "abandoned: generation failed" in acc["infra_errors"]["abandoned"]
     # infra errors are not scores
     for e in ("dead", "broken"):
-        assert final[e].done and final[e].outcome == INFRA and final[e].infra_error
+        assert final[e].done and final[e].outcome == Outcome.INFRA_ERROR and final[e].infra_error
         assert final[e].reward == 0.0 and final[e].attempts == 2
     assert "worker died" in final["dead"].infra_error
     assert all("injected sandbox start failure" in f for f in acc["failed_attempts"]["broken"])
@@ -138,7 +139,7 @@ def test_fault_injection_full_pipeline(c_tasks, local_sandbox, tmp_path):
     assert met["worker_restarts"] >= 4 and met["retries"] >= 5 and met["replays"] >= 2
 
     cached = [json.loads(p.read_text())["outcome"] for p in cache_dir.glob("*.json")]
-    assert cached and INFRA not in cached
+    assert cached and Outcome.INFRA_ERROR not in cached
 
     # every fault fired where intended, with the sandbox really running for kill and hang
     fired = fault_log(tmp_path)
@@ -189,7 +190,9 @@ def test_orphaned_sandbox_processes_are_killed(private_cache, tmp_path):
         assert not [p for p in processes_under(workdir) if p not in farm.worker_pids()]
         acc = farm.accounting()
     assert acc["complete"] and acc["infra_error"] == 2 and acc["scored"] == 0
-    assert log["k"][-1].outcome == INFRA and log["h"][-1].outcome == INFRA
+    assert (
+        log["k"][-1].outcome == Outcome.INFRA_ERROR and log["h"][-1].outcome == Outcome.INFRA_ERROR
+    )
     assert not processes_under(workdir) and not os.path.exists(workdir)
 
 
@@ -280,12 +283,12 @@ def test_bad_inputs_and_unstartable_workers(c_tasks, private_cache, tmp_path):
             await asyncio.sleep(0.3)
             farm.abandon("b", "the sampler crashed")
             res = await pending
-            assert res.outcome == INFRA and "the sampler crashed" in res.infra_error
+            assert res.outcome == Outcome.INFRA_ERROR and "the sampler crashed" in res.infra_error
             # truncated by the driver (the policy ran out of context): its own outcome, not an
             # infra error, and no further steps
             await farm.reset("c", task, "full")
             farm.truncate("c", "max_seq_len")
-            assert farm.outcome("c") == TRUNCATED
+            assert farm.outcome("c") == Outcome.TRUNCATED
             with pytest.raises(ValueError, match="already ended"):
                 await farm.step("c", SUBMIT)
             with pytest.raises(KeyError, match="unknown episode"):
@@ -294,7 +297,11 @@ def test_bad_inputs_and_unstartable_workers(c_tasks, private_cache, tmp_path):
         slow = make_task(tmp_path / "tasks", "slow", ["sleep 1"])
         asyncio.run(misuse())
         acc = farm.accounting()
-        assert acc["complete"] and acc["outcomes"] == {"fail": 1, INFRA: 1, TRUNCATED: 1}
+        assert acc["complete"] and acc["outcomes"] == {
+            "fail": 1,
+            Outcome.INFRA_ERROR: 1,
+            Outcome.TRUNCATED: 1,
+        }
         assert (acc["started"], acc["scored"], acc["truncated"], acc["infra_error"]) == (3, 1, 1, 1)
         assert farm.metrics()["episodes_done"] == 3
 

@@ -193,7 +193,9 @@ def test_eval_two_processes_equal_one_process(setup):
         if nproc > 1:
             argv += ["--set", "envs.latency_jitter_s=0.4"]
         launch_cli(argv, num_processes=nproc, devices_per_process=8 // nproc, cwd=root)
-        results.append(json.loads((out / "eval.json").read_text()))
+        record = json.loads((out / "eval.json").read_text())
+        assert record["evaluated"]["kind"] == "hf" and not record["random_init"]
+        results.append(record["results"])
     one, two = results
     assert set(one) == {"simplified", "full"}
     for pipeline in one:

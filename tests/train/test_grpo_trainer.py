@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxrepair.config import load_config
+from jaxrepair.envs.protocol import EpisodeTally
 from jaxrepair.model import Qwen3Config, init_params
 from jaxrepair.model.sampler import generate
 from jaxrepair.train.grpo_trainer import (
@@ -165,7 +166,8 @@ def _fake_collect(pattern, calls, group=4):
                 r.reward, r.outcome = float(rew or 0.0), out
                 rs.append(r)
         scored = sum(r.valid for r in rs)
-        st = RolloutStats(episodes=len(rs), scored=scored, infra_errors=len(rs) - scored)
+        tally = EpisodeTally(started=len(rs), scored=scored, infra_error=len(rs) - scored)
+        st = RolloutStats(tally=tally)
         return rs, st
 
     return collect_fn
@@ -273,7 +275,13 @@ def test_run_grpo_end_to_end_on_corpus_tasks_and_resume(tmp_path):
     # (with DAPO refill: a random policy never passes, so both rounds run, every sampled
     # rollout is accounted and logged, and only tasks_per_step groups are trained, masked)
     refill = ("grpo.dynamic_sampling=on", "grpo.sampling_rounds=2")
-    s2 = run_grpo(_smoke_config(out, 3, "off", *refill), mesh=single_device_mesh(), progress=False)
+    s2 = run_grpo(
+        _smoke_config(out, 3, "off", *refill),
+        mesh=single_device_mesh(),
+        progress=False,
+        existing="force-resume",  # other sampling settings than the run started with
+    )
+    assert s2["run_dir_state"] == "force-resume"
     assert s2["resumed"] and s2["start_step"] == 2 and s2["step"] == 3
     assert s2["optimizer_updates"] == 3 and s2["accounting"]["complete"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxrepair.envs.chat import encode_chat
-from jaxrepair.envs.farm import StepResult
+from jaxrepair.envs.protocol import EpisodeTally, Outcome, StepResult
 from jaxrepair.envs.tokenizer import load_tokenizer
 from jaxrepair.model.sampler import GenerationOutput
 from jaxrepair.train.collector import collect
@@ -34,7 +34,8 @@ class FakeTask:
 
 
 class FakeFarm:
-    """An in-process farm: `turns` steps per episode; the last one scores "fix" answers 1.
+    """An in-process `EnvService`: `turns` steps per episode; the last one scores "fix"
+    answers 1.
 
     `fail_reset` / `fail_step` hold episode-id substrings that end as infra_error there.
     """
@@ -45,6 +46,7 @@ class FakeFarm:
         self.eps: dict[str, dict] = {}
         self.texts: dict[str, list[str]] = {}
         self.truncated: list[str] = []
+        self.abandoned: list[str] = []
 
     async def reset(self, eid, task, pipeline):
         assert eid not in self.eps
@@ -52,8 +54,8 @@ class FakeFarm:
         self.texts[eid] = []
         await asyncio.sleep(self.rng.uniform(0, 0.01))
         if any(s in eid for s in self.fail_reset):
-            self.eps[eid]["outcome"] = "infra_error"
-            return ""
+            self.eps[eid]["outcome"] = Outcome.INFRA_ERROR
+            return StepResult(eid, "", 0.0, True, {}, Outcome.INFRA_ERROR, infra_error="boom")
         msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": f"fix {task.id}"}]
         return StepResult(eid, msgs[-1]["content"], 0.0, False, {"messages": msgs, "tools": TOOLS})
 
@@ -63,27 +65,38 @@ class FakeFarm:
         await asyncio.sleep(self.rng.uniform(0, 0.01))
         n = len(self.texts[eid])
         if any(s in eid for s in self.fail_step):
-            self.eps[eid]["outcome"] = "infra_error"
-            return StepResult(eid, "", 0.0, True, {}, "infra_error", infra_error="boom")
+            self.eps[eid]["outcome"] = Outcome.INFRA_ERROR
+            return StepResult(eid, "", 0.0, True, {}, Outcome.INFRA_ERROR, infra_error="boom")
         if n < self.turns:
             new = [{"role": "tool", "content": f"out {n}"}, {"role": "user", "content": "go on"}]
             return StepResult(eid, "obs", 0.0, False, {"new_messages": new})
         reward = 1.0 if "fix" in text else 0.0
-        self.eps[eid]["outcome"] = "pass" if reward else "fail"
+        self.eps[eid]["outcome"] = Outcome.PASS if reward else Outcome.FAIL
         info = {"tool_calls": [{"name": "run"}] * (n - 1), "tampered": False, "new_messages": []}
         return StepResult(eid, "done", reward, True, info, self.eps[eid]["outcome"])
 
     def abandon(self, eid, reason):
+        self.abandoned.append(eid)
+        if self.eps[eid]["outcome"] is None:
+            self.eps[eid]["outcome"] = Outcome.INFRA_ERROR
+
+    def truncate(self, eid, reason):
         self.truncated.append(eid)
         if self.eps[eid]["outcome"] is None:
-            self.eps[eid]["outcome"] = "infra_error"
+            self.eps[eid]["outcome"] = Outcome.TRUNCATED
 
     def outcome(self, eid):
         return self.eps[eid]["outcome"]
 
     def accounting(self):
-        done = sum(e["outcome"] is not None for e in self.eps.values())
-        return {"started": len(self.eps), "complete": done == len(self.eps)}
+        """The tally from the farm's own records (independent of the driver's counts)."""
+        t = EpisodeTally(started=len(self.eps))
+        for e in self.eps.values():
+            if e["outcome"] is None:
+                t.in_flight += 1
+            else:
+                t.record(e["outcome"])
+        return t.to_dict()
 
     def metrics(self):
         return {}
@@ -225,6 +238,9 @@ def test_truncation_and_infra_errors_are_accounted_and_masked(tok):
     assert stats.scored + stats.truncated + stats.infra_errors == 6
     assert all(farm.outcome(r.episode_id) is not None for r in rollouts)
     assert farm.accounting()["complete"]
+    # the farm's own records tell the same story: truncated there, counted alike
+    assert sorted(farm.truncated) == sorted(r.episode_id for r in truncated)
+    assert farm.accounting() == stats.accounting
     # infra errors are excluded from advantages and from the loss, truncated rows are flagged
     rewards = np.asarray([r.reward for r in rollouts], np.float32)
     valid = np.asarray([r.valid for r in rollouts])
@@ -233,6 +249,24 @@ def test_truncation_and_infra_errors_are_accounted_and_masked(tok):
     assert np.all(adv[~valid] == 0)
     assert np.all(batch["loss_mask"][~valid] == 0)
     assert batch["truncated"].tolist() == [r.truncated for r in rollouts]
+
+
+def test_a_reset_without_messages_ends_as_infra_error(tok):
+    """A backend off the contract (no first messages) ends its episodes as infra_error on
+    both sides instead of the driver inventing a prompt."""
+
+    class Mute(FakeFarm):
+        async def reset(self, eid, task, pipeline):
+            return dataclasses.replace(await super().reset(eid, task, pipeline), info={})
+
+    farm, calls = Mute(turns=1), []
+    gen = scripted_generate(tok, lambda p: "fix", calls)
+    rollouts, stats = collect(
+        None, None, [FakeTask("a")], 2, farm, tok, SamplingSettings(), None, generate_fn=gen
+    )
+    assert [r.outcome for r in rollouts] == ["infra_error"] * 2 and calls == []
+    assert all("no 'messages'" in r.infra_error for r in rollouts)
+    assert stats.complete and farm.accounting() == stats.accounting
 
 
 def test_unfinished_completions_can_be_submitted(tok):

@@ -1,4 +1,4 @@
-"""SFT: packing (shift within documents, first fit, truncation counted), the loader position, the
+"""SFT: packing (shift within documents, first fit, long documents split), the loader position, the
 train step (accumulation, bf16 compute, sharded == single device), and loss going down 10x."""
 
 import json
@@ -33,14 +33,14 @@ def test_packing_shifts_within_documents_and_first_fit(caplog):
     docs = [_doc(100, 6, 2), _doc(200, 9, 4), _doc(300, 3, 1), _doc(400, 14, 3), _doc(500, 5, 0)]
     with caplog.at_level(logging.WARNING, logger="jaxrepair.train.sft"):
         rows = pack_documents(docs, seq_len=10, pad_id=7)
-    # shifted lengths 5, 8, 2, 13->10 (truncated), 4: first fit -> rows [5+2], [8], [10], [4]
-    # wait: doc 500 (len 4) fits in row 0 (5+2=7 used, 3 left)? no -> row 3 (8 used, 2 left)?
-    # no -> new row.
-    assert rows.stats["truncated"] == 1 and rows.stats["truncated_tokens"] == 3
-    assert "truncated" in caplog.text and "document 3" in caplog.text
+    # shifted lengths 5, 8, 2, 13, 4; 13 > seq_len is split end-aligned into pieces of 3 and
+    # 10 positions. First fit over pieces 5, 8, 2, 3, 10, 4 -> rows [5+2+3], [8], [10], [4]
+    assert rows.stats["split"] == 1 and rows.stats["pieces"] == 6
+    assert rows.stats["pieces_unmasked"] == 0
+    assert "split into pieces" in caplog.text
     seg = rows.segment_ids
     assert len(rows) == 4
-    np.testing.assert_array_equal(seg[0], [1] * 5 + [2] * 2 + [0] * 3)
+    np.testing.assert_array_equal(seg[0], [1] * 5 + [2] * 2 + [3] * 3)
     np.testing.assert_array_equal(seg[1], [1] * 8 + [0] * 2)
     np.testing.assert_array_equal(seg[2], [1] * 10)
     np.testing.assert_array_equal(seg[3], [1] * 4 + [0] * 6)
@@ -48,17 +48,18 @@ def test_packing_shifts_within_documents_and_first_fit(caplog):
     np.testing.assert_array_equal(rows.tokens[0, :7], [100, 101, 102, 103, 104, 300, 301])
     np.testing.assert_array_equal(rows.targets[0, :7], [101, 102, 103, 104, 105, 301, 302])
     assert rows.targets[0, 4] != 300  # the last token of doc 0 never predicts doc 2's first
-    np.testing.assert_array_equal(rows.positions[0, :7], [0, 1, 2, 3, 4, 0, 1])
+    np.testing.assert_array_equal(rows.positions[0], [0, 1, 2, 3, 4, 0, 1, 0, 1, 2])
     # weights follow the target's mask; padding has weight 0 and the pad id
     np.testing.assert_array_equal(rows.loss_mask[0, :7], [0, 1, 1, 1, 1, 1, 1])
     np.testing.assert_array_equal(rows.loss_mask[1, :8], [0, 0, 0, 1, 1, 1, 1, 1])
     assert (rows.loss_mask[seg == 0] == 0).all() and (rows.tokens[seg == 0] == 7).all()
-    # truncated doc keeps its real next tokens up to the cut
-    np.testing.assert_array_equal(rows.targets[2], np.arange(401, 411))
-    # every learned weight is a (token -> next token) pair of one document
-    for i, (ids, mask) in enumerate(docs):
-        n = min(len(ids) - 1, 10)
-        assert (rows.loss_mask * (rows.tokens // 100 == i + 1)).sum() == sum(mask[1 : n + 1])
+    # the long document: its first piece, then its last seq_len positions, up to its last token
+    np.testing.assert_array_equal(rows.tokens[0, 7:], [400, 401, 402])
+    np.testing.assert_array_equal(rows.loss_mask[0, 7:], [0, 0, 1])
+    np.testing.assert_array_equal(rows.targets[2], np.arange(404, 414))
+    # every learned weight is a (token -> next token) pair of one document; none is lost
+    for i, (_ids, mask) in enumerate(docs):
+        assert (rows.loss_mask * (rows.tokens // 100 == i + 1)).sum() == sum(mask[1:])
 
 
 def test_packing_drops_and_errors():
@@ -79,7 +80,7 @@ def test_trajectory_jsonl_to_rows(tmp_path):
     trajs = load_trajectories(path)
     docs = encode_trajectories(trajs, tok)
     rows = pack_documents(docs, seq_len=1024, pad_id=tok.pad_id)
-    assert rows.stats["documents"] == 3 and rows.stats["truncated"] == 0
+    assert rows.stats["documents"] == 3 and rows.stats["split"] == 0
     # the learned targets decode to exactly the assistant outputs, in order
     learned = rows.targets[rows.loss_mask > 0]
     text = tok.decode(learned.tolist())
