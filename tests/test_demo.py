@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # about 2 min; the README recipe test runs the same stages as commands
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, XLA_FLAGS="")  # one CPU device: the demo is a single-host run

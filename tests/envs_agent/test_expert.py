@@ -46,6 +46,7 @@ def _check_sample(tasks, sandbox, pipelines):
     return failures
 
 
+@pytest.mark.slow  # 1 min; test_collect_trajectories_jsonl and `jaxrepair collect` cover the path
 def test_expert_stratified_sample_both_pipelines(corpus_tasks, sandbox):
     """Two tasks per (build system, category): the first in both pipelines (and the empty
     answer), the second in the simplified pipeline (keeps the default suite short)."""

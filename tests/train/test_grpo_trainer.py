@@ -237,6 +237,7 @@ def _smoke_config(out_dir, steps, overlap, *extra):
     )
 
 
+@pytest.mark.slow  # 1 min; tests/multiprocess/test_grpo_mp.py and the README recipe run GRPO end to end
 def test_run_grpo_end_to_end_on_corpus_tasks_and_resume(tmp_path):
     out = tmp_path / "run"
     s1 = run_grpo(_smoke_config(out, 2, "on"), mesh=single_device_mesh(), progress=False)

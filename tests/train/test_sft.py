@@ -207,7 +207,10 @@ def test_grad_accumulation_and_bf16_and_sharded_step(small, tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.mark.parametrize("preset", ["tiny", "tiny-moe"])
+@pytest.mark.parametrize(
+    "preset",
+    ["tiny", pytest.param("tiny-moe", marks=pytest.mark.slow)],  # MoE: tests/model
+)
 def test_sft_drives_loss_down_tenfold(tmp_path, preset):
     from jaxrepair.config import load_config
 
