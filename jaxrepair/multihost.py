@@ -14,11 +14,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-
-def process_count() -> int:
-    return jax.process_count()
 
 
 def is_primary() -> bool:
@@ -66,22 +61,10 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def global_rows(x: np.ndarray, mesh: Mesh, axes: tuple[str, ...] = ("data", "fsdp")) -> jax.Array:
-    """A host array that every process holds in full, placed on `mesh` with its rows split over
-    the batch `axes` (each process fills only its own shards, so nothing crosses hosts)."""
-    used = tuple(a for a in axes if mesh.shape.get(a, 1) > 1)
-    first = None if not used else (used[0] if len(used) == 1 else used)
-    sharding = NamedSharding(mesh, PartitionSpec(first, *([None] * (np.ndim(x) - 1))))
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-
 __all__ = [
     "allgather_objects",
     "any_process",
     "broadcast_object",
-    "global_rows",
     "is_primary",
-    "process_count",
     "sync",
 ]

@@ -63,6 +63,7 @@ from jaxrepair.train.rollout import (
     RolloutStats,
     SamplingSettings,
 )
+from jaxrepair.train.trainer import global_batch
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +281,7 @@ class GRPOLearner:
         for s in range(0, n, rows):
             tok, tgt = batch["tokens"][s : s + rows], batch["targets"][s : s + rows]
             if self.mesh is not None:  # rows split over the batch axes, each process its own
-                tok, tgt = (
-                    multihost.global_rows(tok, self.mesh),
-                    multihost.global_rows(tgt, self.mesh),
-                )
+                tok, tgt = global_batch(tok, self.mesh), global_batch(tgt, self.mesh)
             out.append(gather_to_host(self._lp(params, tok, tgt)))
         return np.concatenate(out, axis=0)
 

@@ -18,6 +18,7 @@ import time
 
 from etils import epath
 
+from jaxrepair import multihost
 from jaxrepair.multihost import is_primary
 
 
@@ -87,8 +88,6 @@ def check_shared_storage(
     it (it holds collectives), before the first checkpoint save or restore.
     """
     import jax
-    import numpy as np
-    from jax.experimental import multihost_utils as mh
 
     n = jax.process_count()
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,29 +95,25 @@ def check_shared_storage(
         return
     start = time.monotonic()
     me = jax.process_index()
-    nonce = np.frombuffer(os.urandom(8), np.uint32) if me == 0 else np.zeros(2, np.uint32)
-    nonce = np.asarray(mh.broadcast_one_to_all(nonce)).astype(np.uint32)
-    tag = "".join(f"{int(w):08x}" for w in nonce)
+    tag = multihost.broadcast_object(os.urandom(8).hex() if is_primary() else None)
     name = f".shared-check-{tag}-p{{}}"
     line = f"{tag} {{}}\n"
     mine = directory / name.format(me)
     mine.write_text(line.format(me))
-    mh.sync_global_devices(f"jaxrepair shared storage check {tag} written")
+    multihost.sync(f"jaxrepair shared storage check {tag} written")
     deadline = min(start + timeout_s / 2, time.monotonic() + visibility_s)
-    seen = np.ones(n, np.int32)
-    for other in range(n):
-        if other != me and not _wait_readable(
-            directory / name.format(other), line.format(other), deadline
-        ):
-            seen[other] = 0
-    everyone = np.asarray(mh.process_allgather(seen)).reshape(n, n)
+    seen = [
+        other == me or _wait_readable(directory / name.format(other), line.format(other), deadline)
+        for other in range(n)
+    ]
+    everyone = multihost.allgather_objects(seen)  # everyone[reader][writer]
     try:
         mine.unlink()
     except OSError:  # pragma: no cover - best effort
         pass
-    blind = np.argwhere(everyone == 0)
-    if blind.size:
-        reader, writer = (int(x) for x in blind[0])
+    blind = [(r, w) for r in range(n) for w in range(n) if not everyone[r][w]]
+    if blind:
+        reader, writer = blind[0]
         raise StorageError(
             f"out_dir {directory} is not shared by all {n} processes: process {reader} cannot "
             f"see the file {name.format(writer)} that process {writer} wrote there "

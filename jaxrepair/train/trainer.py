@@ -172,6 +172,13 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(first, *([None] * (ndim - 1))))
 
 
+def global_batch(x: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A host array every process holds in full, placed with its rows split over the batch axes
+    (`batch_sharding`); each process fills only its own shards, so nothing crosses hosts."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, batch_sharding(mesh, x.ndim), lambda i: x[i])
+
+
 def batch_parallelism(mesh: Mesh) -> int:
     return math.prod(mesh.shape.get(a, 1) for a in BATCH_AXES)
 
@@ -507,12 +514,7 @@ class Trainer:
             self._jitted = self._compile(batch)
         batch = dict(batch)
         if jax.process_count() > 1:  # every process holds the global batch; place its shards
-            batch = {
-                k: jax.make_array_from_callback(
-                    np.shape(v), batch_sharding(self.mesh, np.ndim(v)), lambda i, v=v: v[i]
-                )
-                for k, v in batch.items()
-            }
+            batch = {k: global_batch(v, self.mesh) for k, v in batch.items()}
         rng = jax.random.fold_in(self.rng, self.step)
         self.state, metrics = self._jitted(self.state, batch, rng)
         self._step += 1
