@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the paper's whole method at toy scale on this machine")
     _add_config_args(p)
     p.add_argument("--out", default="runs/demo", help="output directory")
-    p.add_argument("--quick", action="store_true", help="reduced setting (as CI runs it)")
+    p.add_argument(
+        "--quick", action="store_true", help="reduced setting (about 3.5 minutes on 2 cores)"
+    )
 
     _add_collect_parser(sub)
     for name, text in (
