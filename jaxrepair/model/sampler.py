@@ -108,10 +108,11 @@ def compile_count() -> int:
 
 
 # ------------------------------------------------------------------------------------ sampling
-def _mask_top_k_top_p(scaled: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+def mask_top_k_top_p(scaled: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
     """Logits with everything outside top-k, then outside the top-p nucleus, set to -inf.
 
-    top_k <= 0 and top_p >= 1 disable the respective filter (traced, so no recompiles).
+    top_k <= 0 and top_p >= 1 disable the respective filter (traced, so no recompiles); both
+    may be scalars or per-row [B, 1] arrays.
     """
     v = scaled.shape[-1]
     sorted_desc = -jnp.sort(-scaled, axis=-1)  # [B, V]
@@ -126,9 +127,16 @@ def _mask_top_k_top_p(scaled: jax.Array, top_k: jax.Array, top_p: jax.Array) -> 
     return jnp.where(scaled >= threshold, scaled, -jnp.inf)
 
 
-def _sample_step(
+def row_keys(rng: jax.Array, rows: int) -> jax.Array:
+    """The key of each batch row: fold_in(rng, row). Token t of a row is drawn with
+    fold_in(row key, t), so a row's sample never depends on the other rows (the rollout
+    engine draws request i of `row_keys(rng, n)` identically, whatever its batch)."""
+    return jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(rows))
+
+
+def sample_tokens(
     logits: jax.Array,
-    key: jax.Array,
+    keys: jax.Array,
     temperature: jax.Array,
     top_k: jax.Array,
     top_p: jax.Array,
@@ -136,16 +144,27 @@ def _sample_step(
     greedy: bool,
     truncate: bool,
 ) -> tuple[jax.Array, jax.Array]:
-    """(token [B] int32, log-prob [B] float32 at the sampling temperature, untruncated)."""
+    """(token [B] int32, log-prob [B] float32 at the sampling temperature, untruncated).
+
+    keys [B]: the key of each row for this token. temperature/top_k/top_p: scalars or [B];
+    a row with temperature 0 takes the argmax. `greedy` (every row greedy) and `truncate`
+    (some row uses top-k/top-p) are static so the common cases compile without the sort.
+    """
     logits = logits.astype(jnp.float32)
-    temp = jnp.where(temperature > 0, temperature, 1.0)
+    temperature = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), logits.shape[:1])
+    temp = jnp.where(temperature > 0, temperature, 1.0)[:, None]
     scaled = logits / temp
     logp = jax.nn.log_softmax(scaled, axis=-1)
-    if greedy:
-        tok = jnp.argmax(logits, axis=-1)
-    else:
-        masked = _mask_top_k_top_p(scaled, top_k, top_p) if truncate else scaled
-        tok = jax.random.categorical(key, masked, axis=-1)
+    tok = jnp.argmax(logits, axis=-1)
+    if not greedy:
+        if truncate:
+            k = jnp.broadcast_to(jnp.asarray(top_k), logits.shape[:1])[:, None]
+            p = jnp.broadcast_to(jnp.asarray(top_p), logits.shape[:1])[:, None]
+            masked = mask_top_k_top_p(scaled, k, p)
+        else:
+            masked = scaled
+        drawn = jax.vmap(lambda k, row: jax.random.categorical(k, row))(keys, masked)
+        tok = jnp.where(temperature > 0, drawn, tok)
     tok = tok.astype(jnp.int32)
     return tok, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
 
@@ -205,9 +224,10 @@ def _generate_program(
     key_valid = jnp.arange(s)[None, :] >= pad[:, None]  # future slots are hidden causally
     if p > 1:
         cache = _prefill(cfg, mesh, params, tokens[:, :-1], pad, cache, key_valid)
-    sample = lambda lg, i: _sample_step(
+    keys = row_keys(rng, b)
+    sample = lambda lg, i: sample_tokens(
         lg,
-        jax.random.fold_in(rng, i),
+        jax.vmap(lambda k: jax.random.fold_in(k, i))(keys),
         temperature,
         top_k,
         top_p,

@@ -1,0 +1,503 @@
+"""Our rollout engine in JAX: own weights and mesh, paged KV cache, continuous batching.
+
+- Weights: a copy of the learner's parameters in the compute dtype, placed tensor-parallel on
+  the engine's mesh (heads and MLP split over `tensor`, embedding replicated), so the decode
+  loop never gathers a weight matrix; `update_weights` reshards the learner's tree into it
+  and reports the seconds it took. Several data-parallel replicas are several engines.
+- Continuous batching: `slots` sequences decode together in chunks of `decode_chunk` steps;
+  between chunks finished sequences leave and waiting requests join, so no batch waits for
+  its longest row.
+- KV reuse: the cache is paged (`blocks.BlockPool`): a new request shares every cached block
+  of its prefix and copies a partially matching one, so a multi-turn episode's next turn and
+  a group's other samples prefill only what is new. Prompts are padded to a whole block,
+  never to a power of two.
+- When the pool runs out mid-decode, the most recently admitted sequence is preempted: its
+  blocks go back to the pool (still cached) and it rejoins the queue head with its tokens so
+  far, to continue exactly where it was (its key index carries on). Nothing is dropped.
+
+Sampling is `jaxrepair.model.sampler.sample_tokens`, so results equal `generate`'s for the
+same keys (see `api` for the semantics).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxrepair.engine.api import Completion, Event, Request
+from jaxrepair.engine.blocks import ROOT, BlockPool, OutOfBlocks
+from jaxrepair.engine.paged_model import compile_programs, init_pool
+from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.qwen3 import Params
+from jaxrepair.model.sampler import Buckets
+from jaxrepair.model.sharding import check_mesh_fits, param_shardings
+
+_STOP_BUCKETS = (4, 16, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Sizes of the engine. `num_blocks * block_size` tokens of KV fit in the pool."""
+
+    slots: int = 16
+    block_size: int = 16
+    num_blocks: int = 1024
+    decode_chunk: int = 16
+    prefill_chunk: int = 512
+    max_seq_len: int = 32768
+    dtype: str = "auto"  # "auto": bfloat16 on accelerators, float32 on CPU
+
+    def __post_init__(self) -> None:
+        for name in ("slots", "block_size", "num_blocks", "decode_chunk", "prefill_chunk"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"engine.{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.prefill_chunk % self.block_size:
+            raise ValueError(
+                f"engine.prefill_chunk ({self.prefill_chunk}) must be a multiple of "
+                f"engine.block_size ({self.block_size})"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"engine.dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}")
+
+    def compute_dtype(self) -> jnp.dtype:
+        if self.dtype == "auto":
+            return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+        return jnp.dtype(self.dtype)
+
+
+@dataclasses.dataclass
+class EngineStats:
+    """Counters since the engine started (the benchmark and the trainer's metrics read them)."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV was reused, not computed
+    prefilled_tokens: int = 0  # tokens whose KV a prefill computed
+    generated_tokens: int = 0
+    decode_calls: int = 0
+    decode_steps: int = 0
+    slot_steps: int = 0  # sum over decode steps of busy slots
+    preemptions: int = 0
+    weight_updates: int = 0
+    reshard_seconds: float = 0.0
+
+    @property
+    def occupancy(self) -> float:
+        """Busy fraction of the decode slots over all decode steps."""
+        return self.slot_steps / max(self.decode_steps * self._slots, 1)
+
+    _slots: int = 1
+
+
+@dataclasses.dataclass
+class _Seq:
+    rid: int
+    request: Request
+    key: np.ndarray  # uint32[2]
+    tokens: list[int]  # prompt + generated; KV exists for all but the last
+    blocks: list[int] = dataclasses.field(default_factory=list)
+    registered: int = 0  # leading full blocks registered in the pool
+    generated: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
+    versions: list[int] = dataclasses.field(default_factory=list)
+    cached: int = -1  # prompt tokens reused at first admission (-1: not admitted yet)
+    slot: int = -1
+
+    @property
+    def computed(self) -> int:
+        return len(self.tokens) - 1
+
+
+def _key_data(seed: int | tuple[int, int]) -> np.ndarray:
+    if isinstance(seed, tuple):
+        return np.asarray(seed, np.uint32)
+    return np.asarray(jax.random.key_data(jax.random.key(int(seed))), np.uint32)
+
+
+def row_seed(rng: int | jax.Array, row: int) -> tuple[int, int]:
+    """The seed of request `row` that reproduces row `row` of `generate(..., rng=rng)`."""
+    key = jax.random.key(rng) if isinstance(rng, int) else rng
+    data = np.asarray(jax.random.key_data(jax.random.fold_in(key, row)), np.uint32)
+    return int(data[0]), int(data[1])
+
+
+def engine_shardings(params: Params, mesh: Mesh) -> Params:
+    """Tensor-parallel placement: the model's sharding rules, embedding table replicated
+    (a token lookup in a vocab-sharded table would gather it), nothing split over fsdp/data."""
+    if mesh.shape.get("fsdp", 1) != 1 or mesh.shape.get("data", 1) != 1:
+        raise ValueError(
+            f"an engine mesh splits only over 'tensor' (got {dict(mesh.shape)}); run one engine "
+            "per data-parallel replica"
+        )
+    shardings = param_shardings(params, mesh)
+    shardings["embed"] = NamedSharding(mesh, PartitionSpec())
+    return shardings
+
+
+class JaxEngine:
+    """The `RolloutEngine` for Qwen3 in JAX (see the module docstring)."""
+
+    def __init__(
+        self,
+        params: Params,
+        cfg: Qwen3Config,
+        config: EngineConfig | None = None,
+        *,
+        mesh: Mesh | None = None,
+        version: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.config = config or EngineConfig()
+        self.mesh = mesh
+        self.dtype = self.config.compute_dtype()
+        if mesh is not None:
+            check_mesh_fits(cfg, mesh)
+        self.blocks = BlockPool(self.config.num_blocks, self.config.block_size)
+        self.max_blocks = math.ceil(self.config.max_seq_len / self.config.block_size)
+        self.stats = EngineStats(_slots=self.config.slots)
+        self._prefill, self._decode, self._copy = compile_programs(cfg, mesh)
+        self.pool = self._place_pool(
+            init_pool(cfg, self.config.num_blocks, self.config.block_size, self.dtype)
+        )
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._running: dict[int, _Seq] = {}  # slot -> sequence
+        self._next_id = 0
+        self.params: Params = {}
+        self.version = version
+        self.update_weights(params, version)
+
+    # ------------------------------------------------------------------------- weights
+    def _place_pool(self, pool):
+        if self.mesh is None:
+            return pool
+        tensor = self.mesh.shape.get("tensor", 1)
+        spec = PartitionSpec(
+            None, None, None, "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
+        )
+        return jax.device_put(pool, NamedSharding(self.mesh, spec))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    def update_weights(self, params: Params, version: int) -> float:
+        """Reshard the learner's params into the engine's dtype and mesh; seconds taken.
+
+        Sequences in flight continue under the new weights from their next token (partial
+        rollouts): their KV is recomputed with the new weights at their next admission, so
+        every token is sampled by exactly one policy given its whole context, the quantity
+        the learner's importance ratio needs; each token records its version. Cached
+        prefixes are dropped, since their KV came from the old weights.
+        """
+        start = time.perf_counter()
+        cast = jax.tree.map(lambda x: jnp.asarray(x).astype(self.dtype), dict(params))
+        if self.mesh is None:
+            placed = jax.device_put(cast, jax.devices()[0])
+        else:
+            placed = jax.device_put(cast, engine_shardings(cast, self.mesh))
+        jax.block_until_ready(placed)
+        self.params = placed
+        self.version = int(version)
+        for seq in sorted(self._running.values(), key=lambda q: -q.rid):
+            self._requeue(seq, keep_cache=False)
+        self.blocks.clear_cache()
+        seconds = time.perf_counter() - start
+        self.stats.weight_updates += 1
+        self.stats.reshard_seconds += seconds
+        return seconds
+
+    # ------------------------------------------------------------------------ requests
+    def add(self, request: Request) -> int:
+        prompt, sampling = request.prompt, request.sampling
+        if min(prompt) < 0 or max(prompt) >= self.cfg.vocab_size:
+            raise ValueError(f"prompt token ids must be in [0, {self.cfg.vocab_size})")
+        if any(not 0 <= t < self.cfg.vocab_size for t in sampling.stop_tokens):
+            raise ValueError(f"stop tokens must be in [0, {self.cfg.vocab_size})")
+        if len(sampling.stop_tokens) > _STOP_BUCKETS[-1]:
+            raise ValueError(f"at most {_STOP_BUCKETS[-1]} stop tokens per request")
+        total = len(prompt) + sampling.max_new_tokens
+        if total > self.config.max_seq_len:
+            raise ValueError(
+                f"prompt ({len(prompt)}) + max_new_tokens ({sampling.max_new_tokens}) exceeds "
+                f"the engine's max_seq_len {self.config.max_seq_len}"
+            )
+        need = math.ceil(total / self.config.block_size)
+        if need > self.config.num_blocks - 1:
+            raise ValueError(
+                f"a request of {total} tokens needs {need} KV blocks; the pool has "
+                f"{self.config.num_blocks - 1} (raise engine.num_blocks)"
+            )
+        rid = self._next_id
+        self._next_id += 1
+        self._waiting.append(_Seq(rid, request, _key_data(request.seed), list(prompt)))
+        return rid
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        ids = [self.add(r) for r in requests]
+        done: dict[int, Completion] = {}
+        while self.has_work():
+            for ev in self.step():
+                if ev.done is not None:
+                    done[ev.request_id] = ev.done
+        return [done[i] for i in ids]
+
+    # ---------------------------------------------------------------------- scheduling
+    def step(self) -> list[Event]:
+        self._admit()
+        if not self._running:
+            return []
+        self._reserve_decode_blocks()
+        return self._decode_chunk()
+
+    def _free_slots(self) -> list[int]:
+        return [s for s in range(self.config.slots) if s not in self._running]
+
+    def _admit(self) -> None:
+        free = self._free_slots()
+        while free and self._waiting:
+            seq = self._waiting[0]
+            try:
+                self._place(seq)
+            except OutOfBlocks:
+                if not self._running:
+                    raise
+                break  # wait for running sequences to finish
+            self._waiting.popleft()
+            seq.slot = free.pop(0)
+            self._running[seq.slot] = seq
+
+    def _place(self, seq: _Seq) -> None:
+        """Give seq blocks for every token but its last: reuse the cache, prefill the rest."""
+        bs = self.config.block_size
+        context = seq.tokens[:-1]
+        match = self.blocks.match(context)
+        needed = math.ceil(len(context) / bs) if context else 0
+        extra = needed - len(match.shared)
+        source = [] if match.copy_from is None else [match.copy_from]
+        self.blocks.retain([*match.shared, *source])  # nothing we read may be evicted
+        try:
+            fresh = self.blocks.allocate(extra) if extra > 0 else []
+        except OutOfBlocks:
+            self.blocks.release([*match.shared, *source])
+            raise
+        seq.blocks = list(match.shared) + fresh
+        seq.registered = len(match.shared)
+        reused = len(match.shared) * bs
+        if match.copy_from is not None and fresh:
+            self.pool = self._copy(
+                self.pool, np.asarray([match.copy_from], np.int32), np.asarray([fresh[0]], np.int32)
+            )
+            reused += match.copy_tokens
+        self.blocks.release(source)
+        if seq.cached < 0:  # first admission (a preempted sequence re-enters with its tokens)
+            seq.cached = min(reused, len(seq.request.prompt))
+            self.stats.prompt_tokens += len(seq.request.prompt)
+            self.stats.cached_tokens += seq.cached
+        self._prefill_range(seq, reused, len(context))
+        self._register(seq, partial_tail=True)
+
+    def _prefill_range(self, seq: _Seq, start: int, stop: int) -> None:
+        bs, chunk = self.config.block_size, self.config.prefill_chunk
+        while start < stop:
+            n = min(chunk, stop - start)
+            t = math.ceil(n / bs) * bs  # padding: less than one block
+            tokens = np.zeros((1, t), np.int32)
+            tokens[0, :n] = seq.tokens[start : start + n]
+            width = Buckets.pick(_pow2(self.max_blocks), math.ceil((start + n) / bs))
+            table = np.zeros((1, width), np.int32)
+            table[0, : len(seq.blocks)] = seq.blocks[:width]
+            self.pool = self._prefill(
+                self.params,
+                self.pool,
+                tokens,
+                np.asarray([start], np.int32),
+                np.asarray([n], np.int32),
+                table,
+            )
+            self.stats.prefilled_tokens += n
+            start += n
+
+    def _register(self, seq: _Seq, *, partial_tail: bool) -> None:
+        """Register seq's newly full blocks (and, when asked, its partial tail) for reuse."""
+        bs = self.config.block_size
+        computed = seq.computed
+        while seq.registered < computed // bs:
+            i = seq.registered
+            parent = seq.blocks[i - 1] if i else ROOT
+            own = seq.blocks[i]
+            kept = self.blocks.register(parent, own, seq.tokens[i * bs : (i + 1) * bs])
+            if kept != own:  # an identical block is cached: share it, free ours
+                self.blocks.retain([kept])
+                self.blocks.release([own])
+                seq.blocks[i] = kept
+            seq.registered += 1
+        tail = computed % bs
+        if partial_tail and tail and seq.registered < len(seq.blocks):
+            i = seq.registered
+            parent = seq.blocks[i - 1] if i else ROOT
+            self.blocks.register(parent, seq.blocks[i], seq.tokens[i * bs : i * bs + tail])
+
+    def _reserve_decode_blocks(self) -> None:
+        """Blocks for the next chunk of every running sequence, preempting if the pool is full."""
+        bs, chunk = self.config.block_size, self.config.decode_chunk
+        for slot in sorted(self._running, key=lambda s: self._running[s].rid):
+            seq = self._running.get(slot)
+            if seq is None:
+                continue
+            left = seq.request.sampling.max_new_tokens - len(seq.generated)
+            need = math.ceil((seq.computed + min(chunk, left)) / bs) - len(seq.blocks)
+            while need > 0:
+                try:
+                    seq.blocks += self.blocks.allocate(need)
+                    need = 0
+                except OutOfBlocks:
+                    victim = max(self._running.values(), key=lambda s: s.rid)
+                    if victim is seq and len(self._running) == 1:
+                        raise
+                    self._preempt(victim)
+                    if victim is seq:
+                        break
+
+    def _preempt(self, seq: _Seq) -> None:
+        self._requeue(seq, keep_cache=True)
+        self.stats.preemptions += 1
+
+    def _requeue(self, seq: _Seq, *, keep_cache: bool) -> None:
+        """Back to the queue head with its tokens so far; its blocks return to the pool
+        (registered for reuse when `keep_cache`)."""
+        if keep_cache:
+            self._register(seq, partial_tail=True)
+        self.blocks.release(seq.blocks)
+        seq.blocks, seq.registered = [], 0
+        del self._running[seq.slot]
+        seq.slot = -1
+        self._waiting.appendleft(seq)
+
+    def _decode_chunk(self) -> list[Event]:
+        s_count, chunk = self.config.slots, self.config.decode_chunk
+        running = self._running
+        width = Buckets.pick(_pow2(self.max_blocks), max(len(q.blocks) for q in running.values()))
+        n_stop = Buckets.pick(
+            _STOP_BUCKETS, max(max(len(q.request.sampling.stop_tokens) for q in running.values()), 1)
+        )
+        args = _DecodeArgs.empty(s_count, width, n_stop)
+        table, length, last, active = args.table, args.length, args.last, args.active
+        produced, budget, keys, stops = args.produced, args.budget, args.keys, args.stops
+        temperature, top_k, top_p = args.temperature, args.top_k, args.top_p
+        for s, q in running.items():
+            sp = q.request.sampling
+            table[s, : len(q.blocks)] = q.blocks
+            length[s], last[s], active[s] = q.computed, q.tokens[-1], True
+            produced[s], budget[s], keys[s] = len(q.generated), sp.max_new_tokens, q.key
+            temperature[s], top_k[s], top_p[s] = sp.temperature, sp.top_k, sp.top_p
+            stops[s, : len(sp.stop_tokens)] = sp.stop_tokens
+        sampled = [q.request.sampling for q in running.values() if not q.request.sampling.greedy]
+        greedy = not sampled
+        truncate = any(sp.top_k > 0 or sp.top_p < 1 for sp in sampled)
+        self.pool, out_tok, out_lp, n_out, still = self._decode(
+            greedy, truncate, self.params, self.pool, *args.arrays(), np.int32(chunk), chunk
+        )
+        out_tok, out_lp, n_out, still = jax.device_get((out_tok, out_lp, n_out, still))
+        self.stats.decode_calls += 1
+        steps = int(n_out.max())
+        self.stats.decode_steps += steps
+        self.stats.slot_steps += int(n_out.sum())
+        events = []
+        for s in list(running):
+            q = running[s]
+            n = int(n_out[s])
+            toks = [int(t) for t in out_tok[s, :n]]
+            lps = [float(x) for x in out_lp[s, :n]]
+            q.tokens += toks
+            q.generated += toks
+            q.logprobs += lps
+            q.versions += [self.version] * n
+            self.stats.generated_tokens += n
+            done = None
+            if not still[s]:
+                done = self._finish(q)
+            else:
+                self._register(q, partial_tail=False)
+            events.append(Event(q.rid, tuple(toks), tuple(lps), done))
+        return events
+
+    def decode_hlo(self, *, greedy: bool = True) -> str:
+        """The compiled decode program's HLO text (tests check what it communicates)."""
+        chunk = self.config.decode_chunk
+        args = _DecodeArgs.empty(self.config.slots, 1, _STOP_BUCKETS[0])
+        lowered = self._decode.lower(
+            greedy, False, self.params, self.pool, *args.arrays(), np.int32(chunk), chunk
+        )
+        return lowered.compile().as_text()
+
+    def _finish(self, seq: _Seq) -> Completion:
+        sp = seq.request.sampling
+        stopped = bool(seq.generated) and seq.generated[-1] in sp.stop_tokens
+        self._register(seq, partial_tail=True)
+        self.blocks.release(seq.blocks)
+        seq.blocks = []
+        del self._running[seq.slot]
+        return Completion(
+            request_id=seq.rid,
+            tokens=tuple(seq.generated),
+            logprobs=tuple(seq.logprobs),
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=len(seq.request.prompt),
+            cached_prompt_tokens=seq.cached,
+            versions=tuple(seq.versions),
+        )
+
+
+@dataclasses.dataclass
+class _DecodeArgs:
+    """Host arrays of one decode call, one row per slot (idle slots inactive)."""
+
+    table: np.ndarray
+    length: np.ndarray
+    last: np.ndarray
+    active: np.ndarray
+    produced: np.ndarray
+    budget: np.ndarray
+    keys: np.ndarray
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+    stops: np.ndarray
+
+    @classmethod
+    def empty(cls, slots: int, width: int, n_stop: int) -> _DecodeArgs:
+        return cls(
+            table=np.zeros((slots, width), np.int32),
+            length=np.zeros(slots, np.int32),
+            last=np.zeros(slots, np.int32),
+            active=np.zeros(slots, bool),
+            produced=np.zeros(slots, np.int32),
+            budget=np.ones(slots, np.int32),
+            keys=np.zeros((slots, 2), np.uint32),
+            temperature=np.zeros(slots, np.float32),
+            top_k=np.zeros(slots, np.int32),
+            top_p=np.ones(slots, np.float32),
+            stops=np.full((slots, n_stop), -1, np.int32),
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+def _pow2(limit: int) -> tuple[int, ...]:
+    out, n = [], 1
+    while n < limit:
+        out.append(n)
+        n *= 2
+    out.append(limit)
+    return tuple(sorted(set(out)))

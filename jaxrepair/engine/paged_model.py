@@ -1,0 +1,181 @@
+"""Qwen3 over a paged KV cache: the jitted programs the engine runs.
+
+The cache is two pools `k`, `v` of shape [L, num_blocks, block_size, K, H] in the compute
+dtype. A row's keys are its block table's blocks in order, so the gathered index of a key is
+its position in the sequence and causal masking is `key position <= query position`; table
+entries past a row's blocks point at block 0 and are masked the same way.
+
+Three programs, each compiled once per shape bucket:
+- `prefill`: write the KV of a chunk of new tokens (no logits: the last prompt token goes
+  through the first decode step, as in `jaxrepair.model.sampler`);
+- `decode`: up to `steps` decode steps for every slot in one `while_loop`, sampling with the
+  sampler's own `sample_tokens`; a slot stops at a stop token or its token budget, and the
+  loop ends early when all have;
+- `copy_blocks`: copy-on-write of cached blocks.
+
+The layer math is the model's own (`_attn_block`, `_mlp_block`), so the engine cannot drift
+from the learner.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from jaxrepair.model.attention import attention, rms_norm, rope_cos_sin
+from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.qwen3 import (
+    Params,
+    _attn_block,
+    _dense,
+    _mlp_block,
+    _run_layers,
+    logits_from_hidden,
+)
+from jaxrepair.model.sampler import sample_tokens
+
+KVPool = dict[str, jax.Array]  # {"k", "v"}: [L, num_blocks, block_size, K, H]
+
+
+def init_pool(cfg: Qwen3Config, num_blocks: int, block_size: int, dtype) -> KVPool:
+    shape = (cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def paged_forward(
+    params: Params,
+    cfg: Qwen3Config,
+    mesh: Mesh | None,
+    pool: KVPool,
+    tokens: jax.Array,  # [B, T]
+    positions: jax.Array,  # [B, T]
+    valid: jax.Array,  # [B, T] bool: False for padding (writes go to block 0)
+    table: jax.Array,  # [B, W] int32
+) -> tuple[jax.Array, KVPool]:
+    """Final hidden states [B, T, D] (normed) and the pool with these tokens' KV written."""
+    b, t = tokens.shape
+    bs = pool["k"].shape[2]
+    x = jnp.take(params["embed"], tokens, axis=0)
+    cos, sin = rope_cos_sin(cfg, positions, x.dtype)
+    blk = jnp.take_along_axis(table, positions // bs, axis=1)
+    blk = jnp.where(valid, blk, 0)
+    off = jnp.where(valid, positions % bs, 0)
+    span = table.shape[1] * bs
+    mask = (jnp.arange(span)[None, None, :] <= positions[:, :, None])[:, None]  # [B,1,T,S]
+
+    def step(carry, lp):
+        x, k_all, v_all, i = carry
+        q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
+        k_all = k_all.at[i, blk, off].set(k.astype(k_all.dtype))
+        v_all = v_all.at[i, blk, off].set(v.astype(v_all.dtype))
+        kl = jax.lax.dynamic_index_in_dim(k_all, i, 0, keepdims=False)
+        vl = jax.lax.dynamic_index_in_dim(v_all, i, 0, keepdims=False)
+        kc = kl[table].reshape(b, span, *kl.shape[2:]).astype(q.dtype)
+        vc = vl[table].reshape(b, span, *vl.shape[2:]).astype(q.dtype)
+        a = attention(q, kc, vc, mask, cfg.attention_impl)
+        x = x + _dense(a, lp["o_proj"], in_dims=2)
+        x = x + _mlp_block(cfg, lp, x, mesh)
+        return (x, k_all, v_all, i + 1), None
+
+    carry = (x, pool["k"], pool["v"], jnp.int32(0))
+    (x, k_new, v_new, _), _ = _run_layers(
+        cfg, params["layers"], carry, lambda c, lp, _e: step(c, lp)
+    )
+    return rms_norm(x, params["final_norm"], cfg.rms_norm_eps), {"k": k_new, "v": v_new}
+
+
+def _prefill(cfg, mesh, params, pool, tokens, start, count, table):
+    """KV of tokens [B, T] at positions start..start+count-1 of each row (rest padding)."""
+    t = tokens.shape[1]
+    idx = jnp.arange(t)[None, :]
+    valid = idx < count[:, None]
+    positions = jnp.where(valid, start[:, None] + idx, 0)
+    _, pool = paged_forward(params, cfg, mesh, pool, tokens, positions, valid, table)
+    return pool
+
+
+def _decode(
+    cfg,
+    mesh,
+    greedy,
+    truncate,
+    params,
+    pool,
+    table,  # [S, W]
+    length,  # [S] tokens with KV = position of the token fed next
+    last,  # [S] the token fed next
+    active,  # [S] bool
+    produced,  # [S] tokens this request sampled so far (its key index)
+    budget,  # [S] the request's max_new_tokens
+    keys,  # [S] raw uint32[2] request keys
+    temperature,
+    top_k,
+    top_p,
+    stops,  # [S, NS], -1 unused
+    steps,  # scalar <= C
+    out_len: int,  # C (static)
+):
+    s = table.shape[0]
+
+    def cond(state):
+        j, _pool, _len, _last, act, *_ = state
+        return (j < steps) & jnp.any(act)
+
+    def body(state):
+        j, pool, length, last, act, prod, out_tok, out_lp, n_out = state
+        hidden, pool = paged_forward(
+            params, cfg, mesh, pool, last[:, None], length[:, None], act[:, None], table
+        )
+        logits = logits_from_hidden(params, cfg, hidden)[:, 0]
+        step_keys = jax.vmap(lambda kd, n: jax.random.fold_in(jax.random.wrap_key_data(kd), n))(
+            keys, prod
+        )
+        tok, lp = sample_tokens(
+            logits, step_keys, temperature, top_k, top_p, greedy=greedy, truncate=truncate
+        )
+        tok = jnp.where(act, tok, 0)
+        lp = jnp.where(act, lp, 0.0)
+        out_tok = out_tok.at[:, j].set(tok)
+        out_lp = out_lp.at[:, j].set(lp)
+        n_out = n_out + act
+        prod = prod + act
+        stopped = jnp.any(tok[:, None] == stops, axis=-1) | (prod >= budget)
+        length = length + act
+        last = jnp.where(act, tok, last)
+        return j + 1, pool, length, last, act & ~stopped, prod, out_tok, out_lp, n_out
+
+    state = (
+        jnp.int32(0),
+        pool,
+        length,
+        last,
+        active,
+        produced,
+        jnp.zeros((s, out_len), jnp.int32),
+        jnp.zeros((s, out_len), jnp.float32),
+        jnp.zeros((s,), jnp.int32),
+    )
+    _, pool, _, _, act, _, out_tok, out_lp, n_out = jax.lax.while_loop(cond, body, state)
+    return pool, out_tok, out_lp, n_out, act
+
+
+def _copy_blocks(pool, src, dst):
+    return {name: p.at[:, dst].set(p[:, src]) for name, p in pool.items()}
+
+
+@lru_cache(maxsize=16)
+def compile_programs(cfg: Qwen3Config, mesh: Mesh | None):
+    """The three jitted programs for one model config and mesh, shared by every engine of
+    that pair so a new engine reuses the compiled shapes (the pool is donated: updated in
+    place)."""
+    prefill = jax.jit(partial(_prefill, cfg, mesh), donate_argnums=(1,))
+    decode = jax.jit(
+        partial(_decode, cfg, mesh),
+        static_argnums=(0, 1, 16),
+        donate_argnums=(3,),
+    )
+    copy = jax.jit(_copy_blocks, donate_argnums=(0,))
+    return prefill, decode, copy
