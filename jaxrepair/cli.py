@@ -1,4 +1,5 @@
-"""The `jaxrepair` command: demo, collect, sft, grpo, eval, import-hf, export-hf, envs, plan.
+"""The `jaxrepair` command: demo, collect, sft, grpo, eval, import-hf, export-hf, serve, envs,
+plan.
 
 Heavy imports (JAX, the trainers) happen inside each command so `jaxrepair --help` and the
 environment commands start fast and never initialise an accelerator they do not use.
@@ -146,6 +147,46 @@ def build_parser() -> argparse.ArgumentParser:
         "files are removed first; other files are kept)",
     )
 
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP endpoint over a checkpoint (chat with tool calls, "
+        "completions, streaming)",
+    )
+    p.add_argument("checkpoint", help="run directory, orbax checkpoint or Hugging Face directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=0, help="port (0: any free one; the URL is printed)")
+    p.add_argument("--step", type=int, default=None, help="orbax checkpoint step (default: latest)")
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer spec or directory (default: the checkpoint's)"
+    )
+    p.add_argument(
+        "--served-model-name", default=None, help="the model id clients send (default: CHECKPOINT)"
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="prompt + completion tokens per request (default: the model's max positions)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="the engine's compute dtype (auto: float32 on CPU, bfloat16 on accelerators)",
+    )
+    p.add_argument("--slots", type=int, default=16, help="sequences decoded together")
+    p.add_argument(
+        "--num-blocks",
+        type=int,
+        default=None,
+        help="KV cache blocks (default: enough for one request of --max-model-len)",
+    )
+    p.add_argument(
+        "--engine",
+        default="jax",
+        help="'jax' (ours) or MODULE:CALLABLE, a callable (ServedModel) -> RolloutEngine",
+    )
+
     p = sub.add_parser("envs", help="code-repair environments")
     envs = p.add_subparsers(dest="envs_command", required=True, metavar="ENVS_COMMAND")
     v = envs.add_parser("validate", help="broken fails, fixed passes, repeatedly, for every task")
@@ -258,6 +299,30 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from jaxrepair.engine.server import engine_factory, load_model, serve
+
+    factory = engine_factory(args.engine)
+    model = load_model(
+        args.checkpoint,
+        step=args.step,
+        tokenizer=args.tokenizer,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        slots=args.slots,
+        num_blocks=args.num_blocks,
+    )
+    serve(
+        model,
+        factory,
+        host=args.host,
+        port=args.port,
+        model_name=args.served_model_name,
+        ready=lambda url: print(url, flush=True),
+    )
+    return 0
+
+
 def _tasks_path(arg: str | None):
     from pathlib import Path
 
@@ -322,6 +387,8 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         print(format_plan(plan))
         return 0 if plan.fits else 1
+    if cmd == "serve":
+        return _serve(args)
     if cmd == "envs":
         from jaxrepair.envs import load_tasks
 

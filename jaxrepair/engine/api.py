@@ -41,8 +41,8 @@ class Sampling:
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int):
-            raise ValueError(f"top_k must be an int (0 = off), got {self.top_k!r}")
+        if not isinstance(self.top_k, int) or not -(2**31) <= self.top_k < 2**31:
+            raise ValueError(f"top_k must be a 32-bit int (0 = off), got {self.top_k!r}")
         object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
 
     @property
@@ -102,6 +102,16 @@ class RolloutEngine(Protocol):
 
     def step(self) -> list[Event]:
         """One scheduling round (admit, prefill, a decode chunk); events of this round."""
+        ...
+
+    @property
+    def max_seq_len(self) -> int:
+        """Most prompt + completion tokens one request may have."""
+        ...
+
+    def cancel(self, request_id: int) -> bool:
+        """Drop a queued or running request (a client went away); False if it is unknown or
+        already finished. Its cached prefix stays reusable."""
         ...
 
     def has_work(self) -> bool:

@@ -41,6 +41,9 @@ from jaxrepair.model.sampler import Buckets
 from jaxrepair.model.sharding import check_mesh_fits, param_shardings
 
 _STOP_BUCKETS = (4, 16, 64)
+# Block tables are padded to a power of two of blocks, at least this many (1,024 tokens at
+# block size 16): gathering a few unused blocks costs less than compiling a program per width.
+_MIN_TABLE_BLOCKS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +61,18 @@ class EngineConfig:
     def __post_init__(self) -> None:
         for name in ("slots", "block_size", "num_blocks", "decode_chunk", "prefill_chunk"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"engine.{name} must be a positive int, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"engine.{name} must be a positive int, got {getattr(self, name)!r}"
+                )
         if self.prefill_chunk % self.block_size:
             raise ValueError(
                 f"engine.prefill_chunk ({self.prefill_chunk}) must be a multiple of "
                 f"engine.block_size ({self.block_size})"
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"engine.dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}")
+            raise ValueError(
+                f"engine.dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}"
+            )
 
     def compute_dtype(self) -> jnp.dtype:
         if self.dtype == "auto":
@@ -175,8 +182,8 @@ class JaxEngine:
 
     # ------------------------------------------------------------------------- weights
     def _place_pool(self, pool):
-        if self.mesh is None:
-            return pool
+        if self.mesh is None:  # committed, like the pools the programs return: one cache key
+            return jax.device_put(pool, jax.devices()[0])
         tensor = self.mesh.shape.get("tensor", 1)
         spec = PartitionSpec(
             None, None, None, "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
@@ -238,6 +245,24 @@ class JaxEngine:
         self._next_id += 1
         self._waiting.append(_Seq(rid, request, _key_data(request.seed), list(prompt)))
         return rid
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    def cancel(self, request_id: int) -> bool:
+        for seq in self._waiting:
+            if seq.rid == request_id:
+                self._waiting.remove(seq)
+                return True
+        for seq in self._running.values():
+            if seq.rid == request_id:
+                self._register(seq, partial_tail=True)
+                self.blocks.release(seq.blocks)
+                seq.blocks = []
+                del self._running[seq.slot]
+                return True
+        return False
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._running)
@@ -388,7 +413,8 @@ class JaxEngine:
         running = self._running
         width = Buckets.pick(_pow2(self.max_blocks), max(len(q.blocks) for q in running.values()))
         n_stop = Buckets.pick(
-            _STOP_BUCKETS, max(max(len(q.request.sampling.stop_tokens) for q in running.values()), 1)
+            _STOP_BUCKETS,
+            max(max(len(q.request.sampling.stop_tokens) for q in running.values()), 1),
         )
         args = _DecodeArgs.empty(s_count, width, n_stop)
         table, length, last, active = args.table, args.length, args.last, args.active
@@ -495,7 +521,8 @@ class _DecodeArgs:
 
 
 def _pow2(limit: int) -> tuple[int, ...]:
-    out, n = [], 1
+    """Table widths: powers of two from _MIN_TABLE_BLOCKS up to the limit (and the limit)."""
+    out, n = [], min(_MIN_TABLE_BLOCKS, limit)
     while n < limit:
         out.append(n)
         n *= 2
