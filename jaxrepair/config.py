@@ -313,9 +313,23 @@ class EnvsConfig:
     # chaos: hold every reset/step back a random 0..latency_jitter_s s (seeded per process);
     # results must not depend on it
     latency_jitter_s: float = 0.0
+    # "local": worker processes on this host; "ray": Ray actors on the cluster at ray_address
+    # (None: the cluster this process is connected to, else a new local one)
+    backend: str = "local"
+    ray_address: str | None = None
+    max_concurrent_builds: int | None = None  # ray: jobs building at once, cluster-wide
 
     def __post_init__(self) -> None:
         _choice("envs", "sandbox", self.sandbox, ("local", "docker"))
+        _choice("envs", "backend", self.backend, ("local", "ray"))
+        if self.max_concurrent_builds is not None:
+            _check(
+                "envs",
+                "max_concurrent_builds",
+                self.max_concurrent_builds >= 1,
+                ">= 1",
+                self.max_concurrent_builds,
+            )
         _check("envs", "workers", self.workers >= 1, ">= 1", self.workers)
         for key in ("build_timeout_s", "episode_timeout_s"):
             _check("envs", key, getattr(self, key) > 0, "> 0", getattr(self, key))

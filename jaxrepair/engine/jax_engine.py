@@ -460,7 +460,7 @@ class JaxEngine:
     def decode_hlo(self, *, greedy: bool = True) -> str:
         """The compiled decode program's HLO text (tests check what it communicates)."""
         chunk = self.config.decode_chunk
-        args = _DecodeArgs.empty(self.config.slots, 1, _STOP_BUCKETS[0])
+        args = _DecodeArgs.empty(self.config.slots, _pow2(self.max_blocks)[0], _STOP_BUCKETS[0])
         lowered = self._decode.lower(
             greedy, False, self.params, self.pool, *args.arrays(), np.int32(chunk), chunk
         )

@@ -3,7 +3,9 @@ corpus C tasks (fast `make test` builds, no dependency environments), and proces
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 import psutil
@@ -97,3 +99,25 @@ def processes_under(directory: str) -> list[int]:
         if directory in cmd or cwd.startswith(directory):
             out.append(info["pid"])
     return out
+
+
+def sleeping_build_task(root: Path) -> tuple[Task, Path]:
+    """A task whose build writes its shell's pid to a mark file, then sleeps 30 s."""
+    mark = root / "build.pid"
+    task = make_task(
+        root / "tasks", "slow", [f"echo $$ > {mark}.tmp; mv {mark}.tmp {mark}; sleep 30"]
+    )
+    return task, mark
+
+
+async def sleeping_build(mark: Path, timeout_s: float = 30.0) -> list[psutil.Process]:
+    """Once the build of `sleeping_build_task` sleeps: its shell and the shell's `sleep`."""
+    deadline = time.monotonic() + timeout_s
+    while not mark.exists():
+        assert time.monotonic() < deadline, "the slow build never started"
+        await asyncio.sleep(0.05)
+    shell = psutil.Process(int(mark.read_text()))
+    while not [p for p in shell.children() if p.name() == "sleep"]:
+        assert time.monotonic() < deadline, "the slow build never slept"
+        await asyncio.sleep(0.02)
+    return [shell, *shell.children(recursive=True)]

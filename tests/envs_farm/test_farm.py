@@ -17,7 +17,8 @@ import pytest
 
 from jaxrepair.envs import make_episode, reward
 from jaxrepair.envs.expert import ExpertPolicy
-from jaxrepair.envs.farm import EnvFarm, FaultPlan
+from jaxrepair.envs.farm import EnvFarm
+from jaxrepair.envs.faults import FaultPlan
 from jaxrepair.envs.protocol import Outcome, StepResult
 
 from .conftest import alive, make_task, processes_under

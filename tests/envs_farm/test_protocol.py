@@ -28,7 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("reset", "step", "truncate", "abandon", "outcome", "accounting", "metrics")
 
 
-@pytest.mark.parametrize("make", [lambda: EnvFarm(workers=1), FakeFarm], ids=["EnvFarm", "fake"])
+def _ray_farm():
+    ray_farm = pytest.importorskip("jaxrepair.envs.ray_farm", reason="ray is not installed")
+    return ray_farm.RayFarm(workers=1)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: EnvFarm(workers=1), _ray_farm, FakeFarm], ids=["EnvFarm", "RayFarm", "fake"]
+)
 def test_backends_implement_the_protocol(make):
     farm = make()
     assert isinstance(farm, EnvService)
