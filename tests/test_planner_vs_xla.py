@@ -47,9 +47,10 @@ CASES = {
 }
 
 
-# two cases run with `pytest -m slow` only (the default suite keeps four train steps + one sampler)
+# three cases run with `pytest -m slow` only (the default suite keeps three train steps + one sampler)
 _SLOW = {
     "sft blocked remat=full bf16 compute packed t=1024",
+    "sft blocked remat=none fsdp=4,tensor=2 packed t=1024",
     "sampler blocked bf16 16 seqs x (1024 + 256)",
 }
 

@@ -97,6 +97,7 @@ def test_moe_expert_gradients_match_a_dense_reference(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # MoE numerics vs transformers stay in the default suite
 def test_moe_sharded_equals_unsharded(tmp_path):
     make_hf_moe(tmp_path / "hf", seed=4)
     cfg, params = load_hf(tmp_path / "hf", dtype=jnp.float32)

@@ -63,6 +63,7 @@ def test_greedy_matches_transformers_generate_for_ragged_batch(tiny):
         assert out.tokens[i].tolist() == _hf_greedy(hf, prompt, 12), f"row {i}"
 
 
+@pytest.mark.slow  # the blocked kernel itself is checked against dense in test_attention_impls
 def test_blocked_prefill_of_long_ragged_prompts_matches_transformers(tiny):
     """Prefill runs causal attention over the prompt alone; with the "blocked" kernel and
     prompts longer than its block (left padding of different lengths) the completions and

@@ -140,7 +140,13 @@ def _rollouts(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("overlap", [False, True], ids=["overlap-off", "overlap-on"])
+# overlap-on exercises everything overlap-off does plus the snapshot collector; the plain
+# schedule runs in the slow tier (and in test_grpo_trainer on one process)
+@pytest.mark.parametrize(
+    "overlap",
+    [pytest.param(False, marks=pytest.mark.slow), True],
+    ids=["overlap-off", "overlap-on"],
+)
 def test_grpo_two_processes_equal_one_process(setup, overlap):
     root, toml, _ = setup
     tag = "on" if overlap else "off"
@@ -184,6 +190,7 @@ def test_grpo_two_processes_equal_one_process(setup, overlap):
     assert any(not np.array_equal(first[k], final_mp[k]) for k in final_mp)
 
 
+@pytest.mark.slow  # the same Collector as GRPO's, proven across processes by the test above
 def test_eval_two_processes_equal_one_process(setup):
     root, toml, init = setup
     results = []

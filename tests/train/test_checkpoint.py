@@ -88,8 +88,12 @@ def _committed_steps(ckpt: Path) -> list[int]:
 
 @pytest.mark.parametrize(
     "sig",
-    # SIGTERM is covered across processes by tests/multiprocess (coordinated preemption)
-    [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
+    # SIGTERM is covered across processes by tests/multiprocess (coordinated preemption);
+    # both run in the slow tier (the default suite keeps the multi-process resume tests)
+    [
+        pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+        pytest.param(signal.SIGKILL, marks=pytest.mark.slow),
+    ],
     ids=["sigterm", "sigkill"],
 )
 def test_kill_and_resume_matches_straight_run(work, straight, sig):

@@ -27,7 +27,9 @@ from jaxrepair.train.rollout import Rollout, RolloutStats
 from jaxrepair.train.trainer import Trainer, optimizer_from_config, single_device_mesh
 
 
-@pytest.mark.parametrize("overlap", [False, True])
+# overlapped collection is proven equal to the plain schedule across processes
+# (tests/multiprocess); learning itself is shown once in the default suite
+@pytest.mark.parametrize("overlap", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_tiny_policy_learns_a_bandit_with_grpo(tmp_path, overlap):
     """Contextual bandit: prompt [1, 2, 3, c] is rewarded 1 only for answering token
     TARGET[c] (chance 1/16). Sampling by the real sampler, rewards -> group advantages ->

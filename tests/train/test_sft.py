@@ -173,6 +173,7 @@ def _leaves(params):
     return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
+@pytest.mark.slow  # sharded SFT equality runs in tests/multiprocess; planner cases compile accum
 def test_grad_accumulation_and_bf16_and_sharded_step(small, tmp_path):
     cfg, rows, params = small
     batch = rows.rows(np.arange(2))
