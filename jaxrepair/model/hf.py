@@ -20,7 +20,6 @@ only process 0 writes, and a failure on any process is raised on all of them.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import functools
 import json
 import logging
@@ -41,6 +40,7 @@ from safetensors import safe_open
 
 from jaxrepair import multihost
 from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.param_table import ParamSpec, params_of
 from jaxrepair.model.qwen3 import Params, param_shapes
 from jaxrepair.model.sharding import check_mesh_fits, gather_to_host, param_shardings
 
@@ -74,56 +74,11 @@ class CheckpointMismatch(ValueError):
     """The checkpoint does not fit the config (missing, unexpected or wrongly shaped tensor)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Map:
-    """One of our params <-> HF tensors (per layer when `layer` is True).
-
-    kind: "copy" (same layout), "t_out" (HF [O, I] -> ours [I, *O split]),
-    "t_in" (HF [O, I] -> ours [*I split, O]). `expert`: one HF tensor per expert (Qwen3-MoE
-    saves experts that way), stacked on our axis after the layer axis.
-    """
-
-    ours: str
-    hf: str
-    kind: str
-    layer: bool
-    expert: bool = False
+def _maps(cfg: Qwen3Config) -> list[ParamSpec]:
+    return params_of(cfg)
 
 
-_LAYER_MAPS = (
-    _Map("attn_norm", "model.layers.{i}.input_layernorm.weight", "copy", True),
-    _Map("q_proj", "model.layers.{i}.self_attn.q_proj.weight", "t_out", True),
-    _Map("k_proj", "model.layers.{i}.self_attn.k_proj.weight", "t_out", True),
-    _Map("v_proj", "model.layers.{i}.self_attn.v_proj.weight", "t_out", True),
-    _Map("o_proj", "model.layers.{i}.self_attn.o_proj.weight", "t_in", True),
-    _Map("q_norm", "model.layers.{i}.self_attn.q_norm.weight", "copy", True),
-    _Map("k_norm", "model.layers.{i}.self_attn.k_norm.weight", "copy", True),
-    _Map("mlp_norm", "model.layers.{i}.post_attention_layernorm.weight", "copy", True),
-)
-_DENSE_MLP_MAPS = (
-    _Map("gate_proj", "model.layers.{i}.mlp.gate_proj.weight", "t_out", True),
-    _Map("up_proj", "model.layers.{i}.mlp.up_proj.weight", "t_out", True),
-    _Map("down_proj", "model.layers.{i}.mlp.down_proj.weight", "t_in", True),
-)
-_MOE_MAPS = (
-    _Map("router", "model.layers.{i}.mlp.gate.weight", "t_out", True),
-    _Map("experts_gate", "model.layers.{i}.mlp.experts.{e}.gate_proj.weight", "t_out", True, True),
-    _Map("experts_up", "model.layers.{i}.mlp.experts.{e}.up_proj.weight", "t_out", True, True),
-    _Map("experts_down", "model.layers.{i}.mlp.experts.{e}.down_proj.weight", "t_in", True, True),
-)
-_TOP_MAPS = (
-    _Map("embed", "model.embed_tokens.weight", "copy", False),
-    _Map("final_norm", "model.norm.weight", "copy", False),
-    _Map("lm_head", "lm_head.weight", "t_out", False),
-)
-
-
-def _maps(cfg: Qwen3Config) -> list[_Map]:
-    tops = [m for m in _TOP_MAPS if not (m.ours == "lm_head" and cfg.tie_word_embeddings)]
-    return tops + list(_LAYER_MAPS) + list(_MOE_MAPS if cfg.is_moe else _DENSE_MLP_MAPS)
-
-
-def _instances(m: _Map, cfg: Qwen3Config) -> Iterator[tuple[str, int, int]]:
+def _instances(m: ParamSpec, cfg: Qwen3Config) -> Iterator[tuple[str, int, int]]:
     """(HF tensor name, layer, expert) of every HF tensor behind one of our params."""
     layers = range(cfg.num_hidden_layers) if m.layer else [0]
     experts = range(cfg.num_experts) if m.expert else [0]
@@ -132,7 +87,7 @@ def _instances(m: _Map, cfg: Qwen3Config) -> Iterator[tuple[str, int, int]]:
             yield m.hf.format(i=i, e=e), i, e
 
 
-def _per_tensor_shape(m: _Map, full: tuple[int, ...]) -> tuple[int, ...]:
+def _per_tensor_shape(m: ParamSpec, full: tuple[int, ...]) -> tuple[int, ...]:
     return full[int(m.layer) + int(m.expert) :]
 
 
@@ -345,7 +300,7 @@ def load_hf(
         shardings = param_shardings(shapes, mesh)
     np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == jnp.bfloat16 else np.dtype(dtype)
 
-    def make(m: _Map, sds, sharding) -> jax.Array:
+    def make(m: ParamSpec, sds, sharding) -> jax.Array:
         per_shape = _per_tensor_shape(m, sds.shape)
         lead = int(m.layer) + int(m.expert)
 

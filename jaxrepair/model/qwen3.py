@@ -1,13 +1,8 @@
 """Pure-JAX Qwen3 over a params pytree.
 
-Params layout (stacked layers, leading axis = layer; projections stored [in, out] with the head
-axes explicit so tensor parallelism splits whole heads):
-
-    embed [V, D]                      final_norm [D]            lm_head [D, V] (untied only)
-    layers/attn_norm [L, D]           layers/mlp_norm [L, D]
-    layers/q_proj [L, D, N, H]        layers/k_proj, v_proj [L, D, K, H]
-    layers/o_proj [L, N, H, D]        layers/q_norm, k_norm [L, H]
-    layers/gate_proj, up_proj [L, D, F]                        layers/down_proj [L, F, D]
+Params layout: `jaxrepair.model.param_table` (stacked layers, leading axis = layer;
+projections stored [in, out] with the head axes explicit so tensor parallelism splits whole
+heads).
 
 The decoder layers run under `jax.lax.scan`, so compile time does not grow with depth, with an
 optional rematerialisation policy (`Qwen3Config.remat`).
@@ -33,6 +28,7 @@ from jaxrepair.model.attention import (
     takes_segment_ids,
 )
 from jaxrepair.model.config import ConfigError, Qwen3Config
+from jaxrepair.model.param_table import dim_sizes, params_of
 from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings
 
 Params = dict[str, Any]
@@ -45,47 +41,17 @@ _ACT_BTNH = ("batch", "length", "heads", "head_dim")
 
 
 def param_shapes(cfg: Qwen3Config, dtype=jnp.float32) -> Params:
-    """ShapeDtypeStruct pytree of the parameters (no memory allocated).
-
-    Qwen3-MoE layers hold a router [D, E] and the experts stacked on one axis
-    ([E, D, M] gate/up, [E, M, D] down, M = moe_intermediate_size) in place of the dense MLP.
-    """
-    L, D, N, K, H, F, V = (
-        cfg.num_hidden_layers,
-        cfg.hidden_size,
-        cfg.num_attention_heads,
-        cfg.num_key_value_heads,
-        cfg.head_dim,
-        cfg.intermediate_size,
-        cfg.vocab_size,
-    )
-    s = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
-    params: Params = {
-        "embed": s(V, D),
-        "final_norm": s(D),
-        "layers": {
-            "attn_norm": s(L, D),
-            "q_proj": s(L, D, N, H),
-            "k_proj": s(L, D, K, H),
-            "v_proj": s(L, D, K, H),
-            "o_proj": s(L, N, H, D),
-            "q_norm": s(L, H),
-            "k_norm": s(L, H),
-            "mlp_norm": s(L, D),
-        },
-    }
-    if cfg.is_moe:
-        E, M = cfg.num_experts, cfg.moe_intermediate_size
-        params["layers"].update(
-            router=s(L, D, E),
-            experts_gate=s(L, E, D, M),
-            experts_up=s(L, E, D, M),
-            experts_down=s(L, E, M, D),
-        )
-    else:
-        params["layers"].update(gate_proj=s(L, D, F), up_proj=s(L, D, F), down_proj=s(L, F, D))
-    if not cfg.tie_word_embeddings:
-        params["lm_head"] = s(D, V)
+    """ShapeDtypeStruct pytree of the parameters (no memory allocated), from the parameter
+    table (`param_table`): Qwen3-MoE layers hold a router [D, E] and the experts stacked on
+    one axis ([E, D, M] gate/up, [E, M, D] down) in place of the dense MLP."""
+    sizes = dim_sizes(cfg)
+    params: Params = {"layers": {}}
+    for p in params_of(cfg):
+        sds = jax.ShapeDtypeStruct(p.shape(sizes), dtype)
+        if p.layer:
+            params["layers"][p.ours] = sds
+        else:
+            params[p.ours] = sds
     return params
 
 

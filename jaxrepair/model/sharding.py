@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.param_table import PARAMS
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -38,27 +39,9 @@ RULES: dict[str, tuple[str, ...] | None] = {
     "experts": None,
 }
 
-# Logical axes of each parameter (stacked layer params carry the leading "layers" axis).
-PARAM_AXES: dict[str, tuple[str, ...]] = {
-    "embed": ("vocab", "embed"),
-    "final_norm": ("norm",),
-    "lm_head": ("embed", "vocab"),
-    "layers/attn_norm": ("layers", "norm"),
-    "layers/q_proj": ("layers", "embed", "heads", "head_dim"),
-    "layers/k_proj": ("layers", "embed", "kv_heads", "head_dim"),
-    "layers/v_proj": ("layers", "embed", "kv_heads", "head_dim"),
-    "layers/o_proj": ("layers", "heads", "head_dim", "embed"),
-    "layers/q_norm": ("layers", "norm"),
-    "layers/k_norm": ("layers", "norm"),
-    "layers/mlp_norm": ("layers", "norm"),
-    "layers/gate_proj": ("layers", "embed", "mlp"),
-    "layers/up_proj": ("layers", "embed", "mlp"),
-    "layers/down_proj": ("layers", "mlp", "embed"),
-    "layers/router": ("layers", "embed", "experts"),
-    "layers/experts_gate": ("layers", "experts", "embed", "mlp"),
-    "layers/experts_up": ("layers", "experts", "embed", "mlp"),
-    "layers/experts_down": ("layers", "experts", "mlp", "embed"),
-}
+# Logical axes of each parameter (stacked layer params carry the leading "layers" axis), from
+# the one parameter table.
+PARAM_AXES: dict[str, tuple[str, ...]] = {p.path: p.axes for p in PARAMS}
 
 
 class ShardingError(ValueError):
