@@ -357,6 +357,41 @@ class TokenizerConfig:
     spec: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineSection:
+    """The rollout engine that GRPO and eval generate with (`jaxrepair.engine`).
+
+    Off: the static sampler generates on the learner's parameters and mesh. On: each process
+    runs an engine on `tensor` of its own devices with its own copy of the weights (reshard
+    after each update), a paged KV cache of `num_blocks` x `block_size` tokens reused across
+    turns and within a group, and `slots` sequences decoded together.
+    """
+
+    SECTION: ClassVar[str] = "engine"
+    enabled: bool = False
+    slots: int = 64
+    block_size: int = 16
+    num_blocks: int = 4096
+    decode_chunk: int = 16
+    prefill_chunk: int = 512
+    dtype: str = "auto"  # auto: bfloat16 on accelerators, float32 on CPU
+    tensor: int = 1  # devices of this process the engine's tensor parallelism spans
+
+    def __post_init__(self) -> None:
+        for name in ("slots", "block_size", "decode_chunk", "prefill_chunk", "tensor"):
+            value = getattr(self, name)
+            _check("engine", name, value >= 1, ">= 1", value)
+        _check("engine", "num_blocks", self.num_blocks >= 2, ">= 2", self.num_blocks)
+        _check(
+            "engine",
+            "prefill_chunk",
+            self.prefill_chunk % self.block_size == 0,
+            f"a multiple of engine.block_size ({self.block_size})",
+            self.prefill_chunk,
+        )
+        _choice("engine", "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "mesh": MeshConfig,
@@ -367,6 +402,7 @@ SECTIONS: dict[str, type] = {
     "grpo": GRPOConfig,
     "envs": EnvsConfig,
     "tokenizer": TokenizerConfig,
+    "engine": EngineSection,
 }
 
 
@@ -383,6 +419,7 @@ class RunConfig:
     grpo: GRPOConfig = dataclasses.field(default_factory=GRPOConfig)
     envs: EnvsConfig = dataclasses.field(default_factory=EnvsConfig)
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    engine: EngineSection = dataclasses.field(default_factory=EngineSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists, None kept) for logging and JSON."""

@@ -105,6 +105,11 @@ class RolloutEngine(Protocol):
         ...
 
     @property
+    def version(self) -> int:
+        """The policy version of the weights it samples with now."""
+        ...
+
+    @property
     def max_seq_len(self) -> int:
         """Most prompt + completion tokens one request may have."""
         ...

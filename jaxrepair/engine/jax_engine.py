@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxrepair.config import EngineSection
 from jaxrepair.engine.api import Completion, Event, Request
 from jaxrepair.engine.blocks import ROOT, BlockPool, OutOfBlocks
 from jaxrepair.engine.paged_model import compile_programs, init_pool
@@ -135,6 +136,45 @@ def row_seed(rng: int | jax.Array, row: int) -> tuple[int, int]:
     return int(data[0]), int(data[1])
 
 
+def _local(x: jax.Array) -> jax.Array:
+    """x where this process can read all of it: a learner array sharded over several
+    processes is gathered first (the engine lives on this process's devices)."""
+    if getattr(x, "is_fully_addressable", True):
+        return jnp.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def engine_from_config(
+    section: EngineSection, params: Params, cfg: Qwen3Config, max_seq_len: int, version: int = 0
+) -> JaxEngine | None:
+    """The run's engine (None when `engine.enabled` is off), on `engine.tensor` of this
+    process's devices."""
+    if not section.enabled:
+        return None
+    devices = jax.local_devices()
+    if section.tensor > len(devices):
+        raise ValueError(
+            f"engine.tensor={section.tensor} but this process has {len(devices)} devices"
+        )
+    mesh = None
+    if section.tensor > 1:
+        from jaxrepair.model.sharding import make_mesh
+
+        mesh = make_mesh({"tensor": section.tensor}, devices=devices[: section.tensor])
+    config = EngineConfig(
+        slots=section.slots,
+        block_size=section.block_size,
+        num_blocks=section.num_blocks,
+        decode_chunk=section.decode_chunk,
+        prefill_chunk=section.prefill_chunk,
+        max_seq_len=max_seq_len,
+        dtype=section.dtype,
+    )
+    return JaxEngine(params, cfg, config, mesh=mesh, version=version)
+
+
 def engine_shardings(params: Params, mesh: Mesh) -> Params:
     """Tensor-parallel placement: the model's sharding rules, embedding table replicated
     (a token lookup in a vocab-sharded table would gather it), nothing split over fsdp/data."""
@@ -183,7 +223,7 @@ class JaxEngine:
     # ------------------------------------------------------------------------- weights
     def _place_pool(self, pool):
         if self.mesh is None:  # committed, like the pools the programs return: one cache key
-            return jax.device_put(pool, jax.devices()[0])
+            return jax.device_put(pool, jax.local_devices()[0])
         tensor = self.mesh.shape.get("tensor", 1)
         spec = PartitionSpec(
             None, None, None, "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
@@ -204,9 +244,9 @@ class JaxEngine:
         prefixes are dropped, since their KV came from the old weights.
         """
         start = time.perf_counter()
-        cast = jax.tree.map(lambda x: jnp.asarray(x).astype(self.dtype), dict(params))
+        cast = jax.tree.map(lambda x: _local(x).astype(self.dtype), dict(params))
         if self.mesh is None:
-            placed = jax.device_put(cast, jax.devices()[0])
+            placed = jax.device_put(cast, jax.local_devices()[0])
         else:
             placed = jax.device_put(cast, engine_shardings(cast, self.mesh))
         jax.block_until_ready(placed)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from jaxrepair import multihost
+from jaxrepair.engine.api import RolloutEngine
 from jaxrepair.envs.chat import encode_prompt, parse_assistant
 from jaxrepair.envs.protocol import EnvService, EpisodeTally, Outcome, StepResult
 from jaxrepair.train.rollout import (
@@ -99,6 +100,8 @@ class Collector:
         *,
         mesh: Any = None,
         generate_fn: Callable[..., Any] | None = None,
+        engine: RolloutEngine | None = None,
+        policy_version: int = 0,
         episode_prefix: str = "ep",
         max_turns: int = 64,
         clock: AcceleratorClock | None = None,
@@ -116,7 +119,10 @@ class Collector:
 
         self.params, self.cfg, self.farm, self.tok = params, cfg, farm, tokenizer
         self.sampling, self.pipeline, self.max_seq_len = sampling, pipeline, max_seq_len
-        self.mesh, self.gen = mesh, generate_fn or generate
+        if engine is not None and generate_fn is not None:
+            raise ValueError("pass either engine or generate_fn, not both")
+        self.mesh, self.gen, self.engine = mesh, generate_fn or generate, engine
+        self.policy_version = policy_version
         self.max_turns, self.clock = max_turns, clock
         self.truncate_unfinished = truncate_unfinished
         self.key = rng if rng is not None else jax.random.key(0)
@@ -147,6 +153,8 @@ class Collector:
     def start(self) -> Collector:
         """Send the resets of this process's episodes to its farm (returns at once)."""
         self._t0 = time.perf_counter()
+        if self.engine is not None and self.engine.version != self.policy_version:
+            self.stats.reshard_s += self.engine.update_weights(self.params, self.policy_version)
         self._farm_m0 = self.farm.metrics()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -212,10 +220,15 @@ class Collector:
             self._apply(p)
         waiting = sum(ep.status == _GEN for ep in self.eps)
         self.stats.max_queue_depth = max(self.stats.max_queue_depth, waiting)
+        ready = []
         for c, members in enumerate(self.chunks):
             live = [i for i in members if self.eps[i].status != _DONE]
             if live and all(self.eps[i].status == _GEN for i in live):
-                self._generate(c, live)
+                ready.append((c, live))
+        if self.engine is not None and ready:
+            self._generate_with_engine(ready)
+        for c, live in ready if self.engine is None else ():
+            self._generate(c, live)
         return self.done
 
     def run(self, until_generated: bool = False, wait_s: float = 0.05) -> None:
@@ -381,6 +394,54 @@ class Collector:
             n = int(lengths[row])
             self._take_completion(i, tokens[row, :n].tolist(), logprobs[row, :n].tolist())
 
+    def _generate_with_engine(self, ready: list[tuple[int, list[int]]]) -> None:
+        """Every ready chunk's turn in one engine run: each process generates the episodes it
+        owns on its own engine (request seeds as `generate`'s rows, so the rows are the
+        static sampler's), then the completions are exchanged."""
+        import jax
+
+        from jaxrepair.engine.api import Request, Sampling
+        from jaxrepair.engine.jax_engine import row_seed
+
+        assert self.engine is not None
+        sp = self.sampling
+        sampling = Sampling(
+            sp.max_new_tokens, sp.temperature, sp.top_p, sp.top_k, tuple(self.stop_ids)
+        )
+        mine: list[int] = []
+        requests: list[Request] = []
+        for c, live in ready:
+            key = jax.random.fold_in(jax.random.fold_in(self.key, c), self.chunk_turns[c])
+            self.chunk_turns[c] += 1
+            for row, i in enumerate(live):
+                if self._owns(i):
+                    mine.append(i)
+                    requests.append(Request(self.eps[i].r.tokens, sampling, row_seed(key, row)))
+        t0 = time.perf_counter()
+        try:
+            done = self.engine.generate(requests) if requests else []
+        except BaseException as e:
+            raise RuntimeError(f"generation failed: {e!r}") from e
+        t1 = time.perf_counter()
+        if self.clock is not None:
+            self.clock.add(t0, t1)
+        local = {
+            i: (list(d.tokens), list(d.logprobs), d.cached_prompt_tokens)
+            for i, d in zip(mine, done, strict=True)
+        }
+        results: dict[int, tuple[list[int], list[float], int]] = {}
+        for part in multihost.allgather_objects(local):
+            results.update(part)
+        s = self.stats
+        s.generation_s += t1 - t0
+        s.generate_calls += 1
+        s.batch_sizes.append(sum(len(live) for _, live in ready))
+        for _, live in ready:
+            for i in live:
+                tokens, lps, cached = results[i]
+                s.cached_prompt_tokens += cached
+                self._take_completion(i, tokens, lps)
+
     def _take_completion(self, i: int, comp: list[int], lps: list[float]) -> None:
         ep = self.eps[i]
         r = ep.r
@@ -462,7 +523,9 @@ def collect(
     """`group_size` rollouts of every task, task-major: a `Collector` run to the end.
 
     Keyword options: `mesh`, `generate_fn` (same signature as
-    `jaxrepair.model.sampler.generate`, for tests), `episode_prefix` (episode ids must be unique
+    `jaxrepair.model.sampler.generate`, for tests), `engine` (a `RolloutEngine` that
+    generates instead of the static sampler; it is given `params` as `policy_version` at
+    start unless it has that version already), `policy_version`, `episode_prefix` (episode ids must be unique
     per farm), `max_turns`, `clock` (an AcceleratorClock), `truncate_unfinished`.
     """
     c = Collector(

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from jaxrepair import multihost
+from jaxrepair.engine.api import RolloutEngine
 from jaxrepair.train.collector import collect
 from jaxrepair.train.rollout import Rollout, SamplingSettings
 
@@ -74,6 +75,7 @@ def evaluate(
     full_tasks: Sequence[Any] | None = None,
     samples: int = 1,
     generate_fn: Any = None,
+    engine: RolloutEngine | None = None,
 ) -> dict[str, Any]:
     """`samples` episodes per task and pipeline (default one, greedy); returns
     {pipeline: summary}. success_rate is the mean over all samples (avg@k): with a sampling
@@ -81,7 +83,7 @@ def evaluate(
     per task.
 
     `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset;
-    `generate_fn` replaces the sampler (see `collector.collect`). With several JAX processes
+    `generate_fn` or `engine` replace the static sampler (see `collector.collect`). With several JAX processes
     every process calls this with the same arguments (and its own farm) and gets the same result.
     """
     sampling = sampling or SamplingSettings(max_new_tokens=256, temperature=0.0)
@@ -110,6 +112,7 @@ def evaluate(
             # an evaluation scores every answer, finished or cut at max_new_tokens
             truncate_unfinished=False,
             generate_fn=generate_fn,
+            engine=engine,
         )
         cats = {t.id: t.category for t in chosen}
         for r in rollouts:
@@ -153,6 +156,7 @@ def run_eval(
     import time
 
     from jaxrepair.collect import spread_over_categories
+    from jaxrepair.engine.jax_engine import engine_from_config
     from jaxrepair.envs import load_tasks
     from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
@@ -199,6 +203,9 @@ def run_eval(
         )
         params = init_params(cfg, jax.random.key(config.train.seed), mesh=mesh)
     sampling = SamplingSettings(config.grpo.max_new_tokens, 0.0)
+    engine = engine_from_config(
+        config.engine, params, cfg, config.data.seq_len + sampling.max_new_tokens
+    )
     with farm_from_config(config.envs, episode_caps=True, latency_seed=jax.process_index()) as farm:
         results = evaluate(
             params,
@@ -210,6 +217,7 @@ def run_eval(
             sampling=sampling,
             max_seq_len=config.data.seq_len,
             mesh=mesh,
+            engine=engine,
         )
     record: dict[str, Any] = {
         "evaluated": {

@@ -556,6 +556,7 @@ def run_grpo(
     that many GRPO steps (the run can be resumed). An out_dir holding a run with other
     settings is refused, or handled as `existing` says (see `jaxrepair.train.rundir`).
     """
+    from jaxrepair.engine.jax_engine import engine_from_config
     from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
     from jaxrepair.model import init_params, load_hf, make_mesh
@@ -656,6 +657,9 @@ def run_grpo(
             latency_seed=jax.process_index(),
         ).start()
     base_key = jax.random.key(tr.seed)
+    engine = engine_from_config(
+        config.engine, trainer.params, cfg, max_len + sampling.max_new_tokens, version=state.step
+    )
 
     def collector(step: int, rnd: int, params: Any, idx: Sequence[int]) -> Collector:
         key = jax.random.fold_in(base_key, step)
@@ -671,6 +675,8 @@ def run_grpo(
             g.pipeline,
             max_len,
             mesh=mesh,
+            engine=engine,
+            policy_version=step,
             episode_prefix=f"s{step}" if rnd == 0 else f"s{step}r{rnd}",
             clock=clock,
             truncate_unfinished=not g.submit_unfinished,

@@ -195,6 +195,8 @@ class RolloutStats:
     generated_tokens: int = 0
     batch_sizes: list[int] = dataclasses.field(default_factory=list)
     max_queue_depth: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens the rollout engine reused (not prefilled)
+    reshard_s: float = 0.0  # loading the policy's weights into the rollout engine
     cache_hits: int = 0
     builds: int = 0
     farm_accounting: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -255,6 +257,8 @@ class RolloutStats:
             "gen_batch_mean": float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0,
             "queue_depth_max": self.max_queue_depth,
             "generated_tokens": self.generated_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "engine_reshard_s": self.reshard_s,
             "gen_tokens_per_s": self.generated_tokens / max(self.generation_s, 1e-9),
             "cache_hits": self.cache_hits,
             "builds": self.builds,

@@ -448,3 +448,46 @@ def test_full_pipeline_through_the_real_farm(tok, tmp_path):
         ids, mask = encode_chat(r.messages + [{"role": "user", "content": "x"}], tok, r.tools)
         assert ids[: len(r.tokens)] == r.tokens and mask[: len(r.tokens)] == r.loss_mask
     assert sum(calls) == 4
+
+
+def test_the_rollout_engine_gives_the_static_samplers_rollouts_and_reuses_turns(tok):
+    """Same collect with the rollout engine instead of `generate`: the same rollouts (tokens,
+    log-probs, transcripts) at temperature 1 over several chunks and turns, turn 2 prefilled
+    from the cache, and new weights loaded when the policy version moves on."""
+    from jaxrepair.engine.jax_engine import EngineConfig, JaxEngine
+    from jaxrepair.model import Qwen3Config, init_params
+
+    cfg = Qwen3Config.preset("tiny", vocab_size=tok.vocab_size)
+    first, second = init_params(cfg, jax.random.key(0)), init_params(cfg, jax.random.key(1))
+    engine = JaxEngine(
+        first, cfg, EngineConfig(slots=4, block_size=16, num_blocks=256, max_seq_len=1024)
+    )
+    tasks = [FakeTask("a"), FakeTask("b"), FakeTask("c")]
+    sampling = SamplingSettings(max_new_tokens=6, temperature=1.0, max_batch=4)
+
+    def run(params, version, **kw):
+        return collect(
+            params,
+            cfg,
+            tasks,
+            2,
+            FakeFarm(turns=2),
+            tok,
+            sampling,
+            jax.random.key(7),
+            truncate_unfinished=False,
+            policy_version=version,
+            **kw,
+        )
+
+    for version, params in enumerate((first, second)):
+        static, _ = run(params, version)
+        served, stats = run(params, version, engine=engine)
+        assert stats.complete and stats.episodes == 6
+        for a, b in zip(static, served, strict=True):
+            assert a.tokens == b.tokens and a.messages == b.messages
+            np.testing.assert_allclose(a.old_logprobs, b.old_logprobs, atol=2e-5)
+        # turn 2 of every episode reuses turn 1's KV, and a group shares its prompt
+        assert stats.cached_prompt_tokens > sum(r.prompt_len for r in served) // 2
+        assert (stats.reshard_s > 0) == (version == 1) and engine.version == version
+    assert len({tuple(r.tokens) for r in served}) == 6
