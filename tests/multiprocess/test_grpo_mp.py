@@ -118,7 +118,9 @@ def setup(tmp_path_factory):
     return root, toml, init
 
 
-def _grpo(root: Path, toml: Path, name: str, nproc: int, overlap: bool) -> tuple[Path, list]:
+def _grpo(
+    root: Path, toml: Path, name: str, nproc: int, overlap: bool, engine: bool = False
+) -> tuple[Path, list]:
     out = root / name
     argv = [
         "grpo",
@@ -127,6 +129,8 @@ def _grpo(root: Path, toml: Path, name: str, nproc: int, overlap: bool) -> tuple
         f"train.out_dir={out}",
         "--set",
         f"grpo.overlap={'on' if overlap else 'off'}",
+        "--set",
+        f"engine.enabled={'true' if engine else 'false'}",
     ]
     if nproc > 1:  # each process's farm gets its own seeded latency pattern
         argv += ["--set", "envs.latency_jitter_s=0.4"]
@@ -142,16 +146,17 @@ def _rollouts(out: Path) -> list[dict]:
 
 # overlap-on exercises everything overlap-off does plus the snapshot collector; the plain
 # schedule runs in the slow tier (and in test_grpo_trainer on one process)
+# the rollout engine: one per process, each generating the episodes its process owns
 @pytest.mark.parametrize(
-    "overlap",
-    [pytest.param(False, marks=pytest.mark.slow), True],
-    ids=["overlap-off", "overlap-on"],
+    ("overlap", "engine"),
+    [pytest.param(False, False, marks=pytest.mark.slow), (True, False), (True, True)],
+    ids=["overlap-off", "overlap-on", "overlap-on-engine"],
 )
-def test_grpo_two_processes_equal_one_process(setup, overlap):
+def test_grpo_two_processes_equal_one_process(setup, overlap, engine):
     root, toml, _ = setup
-    tag = "on" if overlap else "off"
-    ref, ref_sum = _grpo(root, toml, f"ref-{tag}", 1, overlap)
-    mp, mp_sum = _grpo(root, toml, f"mp-{tag}", 2, overlap)
+    tag = ("on" if overlap else "off") + ("-engine" if engine else "")
+    ref, ref_sum = _grpo(root, toml, f"ref-{tag}", 1, overlap, engine)
+    mp, mp_sum = _grpo(root, toml, f"mp-{tag}", 2, overlap, engine)
 
     # both processes finished the same run and agree on everything they report
     assert [s["step"] for s in mp_sum] == [2, 2] and ref_sum[0]["step"] == 2
@@ -176,7 +181,9 @@ def test_grpo_two_processes_equal_one_process(setup, overlap):
         return [[r[k] for k in keep] for r in rows]
 
     assert [r[0] for r in steady(mp)] == [1, 2]
-    np.testing.assert_allclose(steady(mp), steady(ref), rtol=1e-6)
+    # (step 2's grad norm, computed from parameters that already differ in the last bits,
+    # has been seen 1.6e-6 apart)
+    np.testing.assert_allclose(steady(mp), steady(ref), rtol=1e-5)
 
     # final parameters: every copy on every process bitwise equal to the saved ones; equal to
     # the single-process run to float rounding (gradient sums over devices of both processes
