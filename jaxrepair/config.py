@@ -239,6 +239,9 @@ class GRPOConfig:
     generate_batch: int = 64  # most sequences per generate call (longer queues wait a call)
     pipeline: str = "simplified"
     overlap: bool = True  # collect batch k+1 while training on batch k
+    # most learner steps between the policy that sampled a token and the one that trains on
+    # it; overlap needs 1 (batch k+1 is sampled by the weights before update k)
+    max_staleness: int = 1
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
     # with dynamic_sampling: collect rounds per step, each drawing new tasks for the groups
     # still missing, until tasks_per_step groups carry signal (1 = filter only, no refill)
@@ -289,6 +292,12 @@ class GRPOConfig:
         _check("grpo", "top_k", self.top_k >= 0, ">= 0 (0 = off)", self.top_k)
         _check("grpo", "sampling_rounds", self.sampling_rounds >= 1, ">= 1", self.sampling_rounds)
         _check("grpo", "generate_batch", self.generate_batch >= 1, ">= 1", self.generate_batch)
+        _check("grpo", "max_staleness", self.max_staleness >= 0, ">= 0", self.max_staleness)
+        if self.overlap and self.max_staleness < 1:
+            raise ConfigError(
+                "grpo.overlap samples each batch with the weights before the previous update "
+                "(staleness 1): set grpo.max_staleness >= 1 or grpo.overlap = false"
+            )
         _choice("grpo", "pipeline", self.pipeline, ("simplified", "full"))
         dup = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
         _check(

@@ -185,6 +185,9 @@ def test_toml_type_errors_name_the_key(tmp_path, toml, pattern):
         ("envs.sandbox=vm", r"envs\.sandbox"),
         ("sft.thinking=maybe", r"sft\.thinking"),
         ("train.checkpoint_keep=0", r"train\.checkpoint_keep"),
+        ("grpo.max_staleness=0", r"grpo\.overlap .* set grpo\.max_staleness >= 1"),
+        ("engine.prefill_chunk=100", r"engine\.prefill_chunk=100: must be a multiple of"),
+        ("engine.dtype=fp8", r"engine\.dtype"),
     ],
 )
 def test_invalid_values_name_the_key(override, pattern):

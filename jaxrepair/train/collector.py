@@ -392,7 +392,10 @@ class Collector:
         logprobs, lengths = np.asarray(out.logprobs), np.asarray(out.lengths)
         for row, i in enumerate(live):
             n = int(lengths[row])
-            self._take_completion(i, tokens[row, :n].tolist(), logprobs[row, :n].tolist())
+            comp = tokens[row, :n].tolist()
+            self._take_completion(
+                i, comp, logprobs[row, :n].tolist(), [self.policy_version] * len(comp)
+            )
 
     def _generate_with_engine(self, ready: list[tuple[int, list[int]]]) -> None:
         """Every ready chunk's turn in one engine run: each process generates the episodes it
@@ -426,10 +429,10 @@ class Collector:
         if self.clock is not None:
             self.clock.add(t0, t1)
         local = {
-            i: (list(d.tokens), list(d.logprobs), d.cached_prompt_tokens)
+            i: (list(d.tokens), list(d.logprobs), list(d.versions), d.cached_prompt_tokens)
             for i, d in zip(mine, done, strict=True)
         }
-        results: dict[int, tuple[list[int], list[float], int]] = {}
+        results: dict[int, tuple[list[int], list[float], list[int], int]] = {}
         for part in multihost.allgather_objects(local):
             results.update(part)
         s = self.stats
@@ -438,11 +441,13 @@ class Collector:
         s.batch_sizes.append(sum(len(live) for _, live in ready))
         for _, live in ready:
             for i in live:
-                tokens, lps, cached = results[i]
+                tokens, lps, versions, cached = results[i]
                 s.cached_prompt_tokens += cached
-                self._take_completion(i, tokens, lps)
+                self._take_completion(i, tokens, lps, versions)
 
-    def _take_completion(self, i: int, comp: list[int], lps: list[float]) -> None:
+    def _take_completion(
+        self, i: int, comp: list[int], lps: list[float], versions: list[int]
+    ) -> None:
         ep = self.eps[i]
         r = ep.r
         r.turns += 1
@@ -450,6 +455,7 @@ class Collector:
         stopped = bool(comp) and comp[-1] in self.stop_ids
         if len(comp) > room:
             comp, lps, why = comp[:room], lps[:room], "max_seq_len"
+            versions = versions[:room]
         elif not stopped and self.truncate_unfinished:
             why = "max_new_tokens"
         else:
@@ -457,6 +463,7 @@ class Collector:
         r.tokens += comp
         r.loss_mask += [1] * len(comp)
         r.old_logprobs += [float(x) for x in lps]
+        r.versions += [int(v) for v in versions]
         self.stats.generated_tokens += len(comp)
         text = self.tok.decode(comp[:-1] if stopped and why is None else comp)
         r.messages.append(parse_assistant(text).to_message())

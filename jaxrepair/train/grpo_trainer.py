@@ -661,7 +661,8 @@ def run_grpo(
         config.engine, trainer.params, cfg, max_len + sampling.max_new_tokens, version=state.step
     )
 
-    def collector(step: int, rnd: int, params: Any, idx: Sequence[int]) -> Collector:
+    def collector(step: int, rnd: int, params: Any, version: int, idx: Sequence[int]) -> Collector:
+        """Step `step`'s collect round `rnd`, sampled by `params` (learner version `version`)."""
         key = jax.random.fold_in(base_key, step)
         return Collector(
             params,
@@ -676,18 +677,21 @@ def run_grpo(
             max_len,
             mesh=mesh,
             engine=engine,
-            policy_version=step,
+            policy_version=version,
             episode_prefix=f"s{step}" if rnd == 0 else f"s{step}r{rnd}",
             clock=clock,
             truncate_unfinished=not g.submit_unfinished,
         ).start()
 
-    def collect_batch(step: int, params: Any, cursor: int, first: Collector | None) -> StepRollouts:
+    def collect_batch(
+        step: int, params: Any, version: int, cursor: int, first: Collector | None
+    ) -> StepRollouts:
         """Step `step`'s groups; round 0 from `first` when it was started ahead (overlap)."""
 
         def collect_fn(rnd: int, idx: list[int]):
-            c = first if rnd == 0 and first is not None else collector(step, rnd, params, idx)
-            return c.result()
+            if rnd == 0 and first is not None:
+                return first.result()
+            return collector(step, rnd, params, version, idx).result()
 
         return collect_step(
             collect_fn,
@@ -707,7 +711,8 @@ def run_grpo(
     totals = EpisodeTally()  # every episode of every step, from the driver's own counts
     preempted = False
     t_loop0 = time.perf_counter()
-    ahead: tuple[Collector, Any] | None = None  # next step's collector and its params
+    # next step's collector, its params and their learner version
+    ahead: tuple[Collector, Any, int] | None = None
     saved_at = None
     all_truncated = 0  # steps whose every sampled rollout was truncated (reward 0)
     try:
@@ -715,18 +720,26 @@ def run_grpo(
             for step in range(start, end):
                 t_step0 = time.perf_counter()
                 if ahead is None:
-                    behaviour, first = trainer.params, None
+                    behaviour, version, first = trainer.params, step, None
                 else:
-                    first, behaviour = ahead
-                got = collect_batch(step, behaviour, state.cursor, first)
+                    first, behaviour, version = ahead
+                got = collect_batch(step, behaviour, version, state.cursor, first)
                 rollouts, cstats = got.trained, got.stats
+                stale = [r.staleness(step) for r in got.sampled if r.versions]
+                if stale and max(stale) > g.max_staleness:
+                    raise RuntimeError(
+                        f"step {step}: a rollout sampled {max(stale)} learner steps ago exceeds "
+                        f"grpo.max_staleness={g.max_staleness}"
+                    )
                 ahead = None
                 between = None
                 if g.overlap and step + 1 < end:
                     snap = _copy_tree(trainer.params)  # the live params are donated by updates
-                    nxt = collector(step + 1, 0, snap, state.draw(got.cursor, g.tasks_per_step))
+                    nxt = collector(
+                        step + 1, 0, snap, step, state.draw(got.cursor, g.tasks_per_step)
+                    )
                     nxt.run(until_generated=True)  # its builds now run while we train
-                    ahead = (nxt, snap)
+                    ahead = (nxt, snap, step)
                     between = lambda c=nxt: c.poll(0.0)  # noqa: E731
                 metrics = learner.update(
                     rollouts, behaviour, step, sampled=got.sampled, between_updates=between
@@ -744,6 +757,8 @@ def run_grpo(
                 metrics["idle_frac"] = clock.idle_fraction(t_step0, t_step1)
                 metrics["step_s"] = t_step1 - t_step0
                 metrics["overlap"] = float(g.overlap)
+                metrics["staleness_max"] = float(max(stale, default=0))
+                metrics["staleness_mean"] = float(np.mean(stale)) if stale else 0.0
                 totals += cstats.tally
                 if not cstats.complete:
                     raise RuntimeError(

@@ -83,6 +83,13 @@ class Rollout:
     tools: list[dict] | None = None
     infra_error: str | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # the policy version (learner step of the weights) that sampled each generated token
+    versions: list[int] = dataclasses.field(default_factory=list)
+
+    def staleness(self, learner_version: int) -> int:
+        """Learner steps between the oldest policy that sampled this episode and the one
+        that trains on it (0: on-policy)."""
+        return learner_version - min(self.versions) if self.versions else 0
 
     @property
     def valid(self) -> bool:

@@ -181,6 +181,9 @@ def test_grpo_two_processes_equal_one_process(setup, overlap, engine):
         return [[r[k] for k in keep] for r in rows]
 
     assert [r[0] for r in steady(mp)] == [1, 2]
+    # with overlap, step 2 trains on rollouts sampled before step 1's update: staleness 1
+    rows = [json.loads(x) for x in (mp / "metrics.jsonl").read_text().splitlines()]
+    assert [r["staleness_max"] for r in rows] == ([0.0, 1.0] if overlap else [0.0, 0.0])
     # (step 2's grad norm, computed from parameters that already differ in the last bits,
     # has been seen 1.6e-6 apart)
     np.testing.assert_allclose(steady(mp), steady(ref), rtol=1e-5)

@@ -486,6 +486,7 @@ def test_the_rollout_engine_gives_the_static_samplers_rollouts_and_reuses_turns(
         assert stats.complete and stats.episodes == 6
         for a, b in zip(static, served, strict=True):
             assert a.tokens == b.tokens and a.messages == b.messages
+            assert a.versions == b.versions == [version] * b.generated_tokens
             np.testing.assert_allclose(a.old_logprobs, b.old_logprobs, atol=2e-5)
         # turn 2 of every episode reuses turn 1's KV, and a group shares its prompt
         assert stats.cached_prompt_tokens > sum(r.prompt_len for r in served) // 2
