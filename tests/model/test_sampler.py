@@ -135,7 +135,14 @@ def test_stop_tokens_end_rows_like_transformers_and_pad_after(tiny):
 
 @pytest.mark.parametrize(
     "temperature,top_k,top_p",
-    [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 5, 0.8)],
+    # temperature 0 and 1 are the two ends the others interpolate (the rollout engine's tests
+    # check greedy and sampled log-probs against transformers' forward too): slow tier
+    [
+        pytest.param(0.0, 0, 1.0, marks=pytest.mark.slow),
+        pytest.param(1.0, 0, 1.0, marks=pytest.mark.slow),
+        (0.7, 0, 1.0),
+        (1.3, 5, 0.8),
+    ],
 )
 def test_logprobs_equal_full_forward_log_softmax(tiny, temperature, top_k, top_p):
     _, _, cfg, params = tiny

@@ -37,7 +37,13 @@ def _shard_shape(x: jax.Array) -> tuple[int, ...]:
     return shapes.pop()
 
 
-@pytest.mark.parametrize("shape", MESHES, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()))
+# the three-axis mesh runs in the default suite; the one- and two-axis meshes (each of its
+# axes alone or in pairs) in the slow tier
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param(m, marks=pytest.mark.slow) for m in MESHES[:2]] + MESHES[2:],
+    ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()),
+)
 def test_sharded_forward_equals_unsharded(shape):
     assert jax.device_count() == 8, "tests/conftest.py must set 8 host devices"
     key = jax.random.key(0)
