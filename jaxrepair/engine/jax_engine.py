@@ -96,12 +96,12 @@ class EngineStats:
     weight_updates: int = 0
     reshard_seconds: float = 0.0
 
+    slots: int = 1  # the engine's decode slots
+
     @property
     def occupancy(self) -> float:
         """Busy fraction of the decode slots over all decode steps."""
-        return self.slot_steps / max(self.decode_steps * self._slots, 1)
-
-    _slots: int = 1
+        return self.slot_steps / max(self.decode_steps * self.slots, 1)
 
 
 @dataclasses.dataclass
@@ -208,7 +208,7 @@ class JaxEngine:
             check_mesh_fits(cfg, mesh)
         self.blocks = BlockPool(self.config.num_blocks, self.config.block_size)
         self.max_blocks = math.ceil(self.config.max_seq_len / self.config.block_size)
-        self.stats = EngineStats(_slots=self.config.slots)
+        self.stats = EngineStats(slots=self.config.slots)
         self._prefill, self._decode, self._copy = compile_programs(cfg, mesh)
         self.pool = self._place_pool(
             init_pool(cfg, self.config.num_blocks, self.config.block_size, self.dtype)
