@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from jaxrepair.engine.api import Sampling
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.qwen3 import Params, forward_cached, init_cache
 from jaxrepair.model.sharding import (
@@ -355,14 +356,9 @@ def generate(
     KV cache are split over the mesh (batch over data/fsdp, kv heads over tensor).
     """
     rows = _check_prompts(prompts, cfg.vocab_size)
-    if not isinstance(max_new_tokens, int | np.integer) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if not isinstance(top_k, int | np.integer):
-        raise ValueError(f"top_k must be an int (0 = off), got {top_k!r}")
+    if isinstance(max_new_tokens, np.integer) or isinstance(top_k, np.integer):
+        max_new_tokens, top_k = int(max_new_tokens), int(top_k)
+    Sampling(max_new_tokens, temperature, top_p, top_k)  # the one check of the knobs
     if not 0 <= pad_id < cfg.vocab_size:
         raise ValueError(f"pad_id={pad_id} is outside the vocabulary [0, {cfg.vocab_size})")
     stops = [int(t) for t in stop_tokens]

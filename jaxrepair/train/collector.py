@@ -410,7 +410,7 @@ class Collector:
         sp = self.sampling
         sampling = Sampling(
             sp.max_new_tokens, sp.temperature, sp.top_p, sp.top_k, tuple(self.stop_ids)
-        )
+        )  # the settings' knobs with the tokenizer's stop tokens
         mine: list[int] = []
         requests: list[Request] = []
         for c, live in ready:

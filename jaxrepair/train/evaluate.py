@@ -202,7 +202,7 @@ def run_eval(
             "%s (preset %r, seed %d)", RANDOM_INIT_WARNING, config.model.preset, config.train.seed
         )
         params = init_params(cfg, jax.random.key(config.train.seed), mesh=mesh)
-    sampling = SamplingSettings(config.grpo.max_new_tokens, 0.0)
+    sampling = SamplingSettings(max_new_tokens=config.grpo.max_new_tokens, temperature=0.0)
     engine = engine_from_config(
         config.engine, params, cfg, config.data.seq_len + sampling.max_new_tokens
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxrepair.engine.api import Sampling
 from jaxrepair.envs.chat import render
 from jaxrepair.envs.protocol import EpisodeTally, Outcome
 
@@ -25,31 +26,29 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """Sampler settings for rollouts (`jaxrepair.model.sampler.generate` arguments)."""
+class SamplingSettings(Sampling):
+    """Rollout sampling: the engine's per-request `Sampling` (validated there, the one place
+    sampling knobs are checked) plus how many sequences one static `generate` call takes.
+    The stop tokens are the tokenizer's (the collector adds them)."""
 
     max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
     # most sequences in one generate call: a larger ready queue is drained over several calls
     # (the prefill's attention scores grow with batch x prompt length)
     max_batch: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
     @classmethod
     def from_grpo(cls, grpo: Any) -> SamplingSettings:
         return cls(
-            grpo.max_new_tokens, grpo.temperature, grpo.top_p, grpo.top_k, grpo.generate_batch
+            max_new_tokens=grpo.max_new_tokens,
+            temperature=grpo.temperature,
+            top_p=grpo.top_p,
+            top_k=grpo.top_k,
+            max_batch=grpo.generate_batch,
         )
 
 
