@@ -33,7 +33,8 @@ def test_defaults_load_and_are_frozen():
         cfg.grpo.group_size = 3  # type: ignore[misc]
     # Every section and field is present in to_dict, each with its default.
     d = cfg.to_dict()
-    assert set(d) == {"model", "mesh", "data", "optim", "train", "sft", "grpo", "envs", "tokenizer"}
+    sections = {"model", "mesh", "data", "optim", "train", "sft", "grpo", "envs", "tokenizer"}
+    assert set(d) == sections | {"engine"}
     assert d["grpo"]["group_size"] == GRPOConfig().group_size
     assert d["grpo"]["dual_clip"] is None
     assert cfg.tokenizer_spec == "tiny"
