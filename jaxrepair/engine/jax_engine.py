@@ -49,15 +49,16 @@ _MIN_TABLE_BLOCKS = 64
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    """Sizes of the engine. `num_blocks * block_size` tokens of KV fit in the pool."""
+    """Sizes of the engine. `num_blocks * block_size` tokens of KV fit in the pool. Defaults
+    are the run config's `[engine]` section's (`jaxrepair.config.EngineSection`)."""
 
-    slots: int = 16
-    block_size: int = 16
-    num_blocks: int = 1024
-    decode_chunk: int = 16
-    prefill_chunk: int = 512
+    slots: int = EngineSection.slots
+    block_size: int = EngineSection.block_size
+    num_blocks: int = EngineSection.num_blocks
+    decode_chunk: int = EngineSection.decode_chunk
+    prefill_chunk: int = EngineSection.prefill_chunk
     max_seq_len: int = 32768
-    dtype: str = "auto"  # "auto": bfloat16 on accelerators, float32 on CPU
+    dtype: str = EngineSection.dtype  # "auto": bfloat16 on accelerators, float32 on CPU
 
     def __post_init__(self) -> None:
         for name in ("slots", "block_size", "num_blocks", "decode_chunk", "prefill_chunk"):
