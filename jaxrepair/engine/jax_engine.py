@@ -246,10 +246,11 @@ class JaxEngine:
         """
         start = time.perf_counter()
         cast = jax.tree.map(lambda x: _local(x).astype(self.dtype), dict(params))
+        # never alias the learner's buffers: its updates donate (free) them
         if self.mesh is None:
-            placed = jax.device_put(cast, jax.local_devices()[0])
+            placed = jax.device_put(cast, jax.local_devices()[0], may_alias=False)
         else:
-            placed = jax.device_put(cast, engine_shardings(cast, self.mesh))
+            placed = jax.device_put(cast, engine_shardings(cast, self.mesh), may_alias=False)
         jax.block_until_ready(placed)
         self.params = placed
         self.version = int(version)
