@@ -42,9 +42,12 @@ from jaxrepair.model.sampler import Buckets
 from jaxrepair.model.sharding import check_mesh_fits, param_shardings
 
 _STOP_BUCKETS = (4, 16, 64)
-# Block tables are padded to a power of two of blocks, at least this many (1,024 tokens at
-# block size 16): gathering a few unused blocks costs less than compiling a program per width.
-_MIN_TABLE_BLOCKS = 64
+# Block tables are padded to a power of two of blocks, at least this many (128 tokens at block
+# size 16), and a decode call takes the running sequences padded to a power of two of rows, at
+# least this many: a few padded rows or blocks cost less than compiling a program per size,
+# and many cost more (every decode step gathers and multiplies all of them).
+_MIN_TABLE_BLOCKS = 8
+_MIN_DECODE_ROWS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,7 +383,9 @@ class JaxEngine:
             t = math.ceil(n / bs) * bs  # padding: less than one block
             tokens = np.zeros((1, t), np.int32)
             tokens[0, :n] = seq.tokens[start : start + n]
-            width = Buckets.pick(_pow2(self.max_blocks), math.ceil((start + n) / bs))
+            width = Buckets.pick(
+                _pow2(self.max_blocks, _MIN_TABLE_BLOCKS), math.ceil((start + n) / bs)
+            )
             table = np.zeros((1, width), np.int32)
             table[0, : len(seq.blocks)] = seq.blocks[:width]
             self.pool = self._prefill(
@@ -451,25 +456,30 @@ class JaxEngine:
         self._waiting.appendleft(seq)
 
     def _decode_chunk(self) -> list[Event]:
-        s_count, chunk = self.config.slots, self.config.decode_chunk
-        running = self._running
-        width = Buckets.pick(_pow2(self.max_blocks), max(len(q.blocks) for q in running.values()))
+        chunk = self.config.decode_chunk
+        # the running sequences in admission order, one row each (a row's result does not
+        # depend on the other rows, so rows may change between calls)
+        seqs = sorted(self._running.values(), key=lambda q: q.rid)
+        rows = Buckets.pick(_pow2(self.config.slots, _MIN_DECODE_ROWS), len(seqs))
+        width = Buckets.pick(
+            _pow2(self.max_blocks, _MIN_TABLE_BLOCKS), max(len(q.blocks) for q in seqs)
+        )
         n_stop = Buckets.pick(
             _STOP_BUCKETS,
-            max(max(len(q.request.sampling.stop_tokens) for q in running.values()), 1),
+            max(max(len(q.request.sampling.stop_tokens) for q in seqs), 1),
         )
-        args = _DecodeArgs.empty(s_count, width, n_stop)
+        args = _DecodeArgs.empty(rows, width, n_stop)
         table, length, last, active = args.table, args.length, args.last, args.active
         produced, budget, keys, stops = args.produced, args.budget, args.keys, args.stops
         temperature, top_k, top_p = args.temperature, args.top_k, args.top_p
-        for s, q in running.items():
+        for s, q in enumerate(seqs):
             sp = q.request.sampling
             table[s, : len(q.blocks)] = q.blocks
             length[s], last[s], active[s] = q.computed, q.tokens[-1], True
             produced[s], budget[s], keys[s] = len(q.generated), sp.max_new_tokens, q.key
             temperature[s], top_k[s], top_p[s] = sp.temperature, sp.top_k, sp.top_p
             stops[s, : len(sp.stop_tokens)] = sp.stop_tokens
-        sampled = [q.request.sampling for q in running.values() if not q.request.sampling.greedy]
+        sampled = [q.request.sampling for q in seqs if not q.request.sampling.greedy]
         greedy = not sampled
         truncate = any(sp.top_k > 0 or sp.top_p < 1 for sp in sampled)
         self.pool, out_tok, out_lp, n_out, still = self._decode(
@@ -481,8 +491,7 @@ class JaxEngine:
         self.stats.decode_steps += steps
         self.stats.slot_steps += int(n_out.sum())
         events = []
-        for s in list(running):
-            q = running[s]
+        for s, q in enumerate(seqs):
             n = int(n_out[s])
             toks = [int(t) for t in out_tok[s, :n]]
             lps = [float(x) for x in out_lp[s, :n]]
@@ -502,7 +511,11 @@ class JaxEngine:
     def decode_hlo(self, *, greedy: bool = True) -> str:
         """The compiled decode program's HLO text (tests check what it communicates)."""
         chunk = self.config.decode_chunk
-        args = _DecodeArgs.empty(self.config.slots, _pow2(self.max_blocks)[0], _STOP_BUCKETS[0])
+        args = _DecodeArgs.empty(
+            _pow2(self.config.slots, _MIN_DECODE_ROWS)[0],
+            _pow2(self.max_blocks, _MIN_TABLE_BLOCKS)[0],
+            _STOP_BUCKETS[0],
+        )
         lowered = self._decode.lower(
             greedy, False, self.params, self.pool, *args.arrays(), np.int32(chunk), chunk
         )
@@ -562,9 +575,9 @@ class _DecodeArgs:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
 
-def _pow2(limit: int) -> tuple[int, ...]:
-    """Table widths: powers of two from _MIN_TABLE_BLOCKS up to the limit (and the limit)."""
-    out, n = [], min(_MIN_TABLE_BLOCKS, limit)
+def _pow2(limit: int, least: int) -> tuple[int, ...]:
+    """Bucket sizes: powers of two from `least` up to the limit, and the limit itself."""
+    out, n = [], min(least, limit)
     while n < limit:
         out.append(n)
         n *= 2
