@@ -301,11 +301,11 @@ def package_index_dir(pkgdir: Path | None = None) -> Path:
             for v, p in sorted(vs.items())
         ]
     )
-    memo_key = (str(root), sig)
+    cache = cache_dir()
+    memo_key = (str(root), str(cache), sig)  # another cache dir (JAXREPAIR_CACHE) builds anew
     with _lock:
         if memo_key in _index_memo and _index_memo[memo_key].is_dir():
             return _index_memo[memo_key]
-    cache = cache_dir()
     wheel_dirs = []
     for name, versions in sorted(sources.items()):
         for version, src in sorted(versions.items()):
