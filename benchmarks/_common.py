@@ -117,3 +117,21 @@ def bar_chart(path: Path, title: str, groups: dict[str, dict[str, float]], ylabe
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def agreement(ref, other) -> dict[str, Any]:
+    """Exact-match share of two token arrays [rows, tokens] and, per row, the index of the
+    first differing token (None = same)."""
+    import numpy as np
+
+    a, b = np.asarray(ref), np.asarray(other)
+    first = []
+    for ra, rb in zip(a, b, strict=True):
+        diff = np.nonzero(ra != rb)[0]
+        first.append(int(diff[0]) if diff.size else None)
+    return {
+        "rows_identical": sum(f is None for f in first),
+        "rows": len(first),
+        "token_match": float((a == b).mean()),
+        "first_mismatch_per_row": first,
+    }

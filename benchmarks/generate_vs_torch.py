@@ -24,7 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import bar_chart, make_reference_hf_model, run_json, save_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    agreement,
+    bar_chart,
+    make_reference_hf_model,
+    run_json,
+    save_results,
+)
 
 JAX_CODE = r"""
 import json, sys, time, statistics
@@ -81,20 +87,6 @@ print(json.dumps({
     "tokens": out.tolist(), "threads": torch.get_num_threads(),
 }))
 """
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, object]:
-    """Exact-match share and, per row, the index of the first differing token (None = same)."""
-    first = []
-    for ra, rb in zip(a, b, strict=True):
-        diff = np.nonzero(ra != rb)[0]
-        first.append(int(diff[0]) if diff.size else None)
-    return {
-        "rows_identical": sum(f is None for f in first),
-        "rows": len(first),
-        "token_match": float((a == b).mean()),
-        "first_mismatch_per_row": first,
-    }
 
 
 def main() -> None:

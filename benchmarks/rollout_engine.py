@@ -43,7 +43,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import REFERENCE_CONFIG, ROOT, bar_chart, run_json, save_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    REFERENCE_CONFIG,
+    ROOT,
+    agreement,
+    bar_chart,
+    run_json,
+    save_results,
+)
 from benchmarks._episodes import QUICK_SPEC, WorkloadSpec, make_workload, summary  # noqa: E402
 
 ENGINES = ("generate", "jax", "vllm")
@@ -234,20 +241,6 @@ def _engines(text: str) -> list[str]:
             f"--engines takes a comma list of {', '.join(ENGINES)}; got {text!r}"
         )
     return names
-
-
-def agreement(ref: list[list[int]], other: list[list[int]]) -> dict[str, Any]:
-    a, b = np.asarray(ref), np.asarray(other)
-    first = []
-    for ra, rb in zip(a, b, strict=True):
-        diff = np.nonzero(ra != rb)[0]
-        first.append(int(diff[0]) if diff.size else None)
-    return {
-        "rows_identical": sum(f is None for f in first),
-        "rows": len(first),
-        "token_match": float((a == b).mean()),
-        "first_mismatch_per_row": first,
-    }
 
 
 def main() -> None:

@@ -302,10 +302,7 @@ class JaxEngine:
                 return True
         for seq in self._running.values():
             if seq.rid == request_id:
-                self._register(seq, partial_tail=True)
-                self.blocks.release(seq.blocks)
-                seq.blocks = []
-                del self._running[seq.slot]
+                self._release(seq, keep_cache=True)
                 return True
         return False
 
@@ -445,15 +442,19 @@ class JaxEngine:
         self.stats.preemptions += 1
 
     def _requeue(self, seq: _Seq, *, keep_cache: bool) -> None:
-        """Back to the queue head with its tokens so far; its blocks return to the pool
-        (registered for reuse when `keep_cache`)."""
+        """Back to the queue head with its tokens so far."""
+        self._release(seq, keep_cache=keep_cache)
+        self._waiting.appendleft(seq)
+
+    def _release(self, seq: _Seq, *, keep_cache: bool) -> None:
+        """Take seq out of its slot; its blocks return to the pool (registered for reuse
+        when `keep_cache`)."""
         if keep_cache:
             self._register(seq, partial_tail=True)
         self.blocks.release(seq.blocks)
         seq.blocks, seq.registered = [], 0
         del self._running[seq.slot]
         seq.slot = -1
-        self._waiting.appendleft(seq)
 
     def _decode_chunk(self) -> list[Event]:
         chunk = self.config.decode_chunk
@@ -524,10 +525,7 @@ class JaxEngine:
     def _finish(self, seq: _Seq) -> Completion:
         sp = seq.request.sampling
         stopped = bool(seq.generated) and seq.generated[-1] in sp.stop_tokens
-        self._register(seq, partial_tail=True)
-        self.blocks.release(seq.blocks)
-        seq.blocks = []
-        del self._running[seq.slot]
+        self._release(seq, keep_cache=True)
         return Completion(
             request_id=seq.rid,
             tokens=tuple(seq.generated),

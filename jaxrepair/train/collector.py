@@ -382,13 +382,7 @@ class Collector:
             tokens = np.asarray(out.tokens)
         except BaseException as e:
             raise RuntimeError(f"generation failed: {e!r}") from e
-        t1 = time.perf_counter()
-        if self.clock is not None:
-            self.clock.add(t0, t1)
-        s = self.stats
-        s.generation_s += t1 - t0
-        s.generate_calls += 1
-        s.batch_sizes.append(len(live))
+        self._record_generation(t0, len(live))
         logprobs, lengths = np.asarray(out.logprobs), np.asarray(out.lengths)
         for row, i in enumerate(live):
             n = int(lengths[row])
@@ -403,14 +397,12 @@ class Collector:
         static sampler's), then the completions are exchanged."""
         import jax
 
-        from jaxrepair.engine.api import Request, Sampling
+        from jaxrepair.engine.api import Request
         from jaxrepair.engine.jax_engine import row_seed
 
         assert self.engine is not None
-        sp = self.sampling
-        sampling = Sampling(
-            sp.max_new_tokens, sp.temperature, sp.top_p, sp.top_k, tuple(self.stop_ids)
-        )  # the settings' knobs with the tokenizer's stop tokens
+        # the settings' knobs (a Sampling already) with the tokenizer's stop tokens
+        sampling = dataclasses.replace(self.sampling, stop_tokens=tuple(self.stop_ids))
         mine: list[int] = []
         requests: list[Request] = []
         for c, live in ready:
@@ -425,9 +417,7 @@ class Collector:
             done = self.engine.generate(requests) if requests else []
         except BaseException as e:
             raise RuntimeError(f"generation failed: {e!r}") from e
-        t1 = time.perf_counter()
-        if self.clock is not None:
-            self.clock.add(t0, t1)
+        self._record_generation(t0, sum(len(live) for _, live in ready))
         local = {
             i: (list(d.tokens), list(d.logprobs), list(d.versions), d.cached_prompt_tokens)
             for i, d in zip(mine, done, strict=True)
@@ -435,15 +425,21 @@ class Collector:
         results: dict[int, tuple[list[int], list[float], list[int], int]] = {}
         for part in multihost.allgather_objects(local):
             results.update(part)
-        s = self.stats
-        s.generation_s += t1 - t0
-        s.generate_calls += 1
-        s.batch_sizes.append(sum(len(live) for _, live in ready))
         for _, live in ready:
             for i in live:
                 tokens, lps, versions, cached = results[i]
-                s.cached_prompt_tokens += cached
+                self.stats.cached_prompt_tokens += cached
                 self._take_completion(i, tokens, lps, versions)
+
+    def _record_generation(self, t0: float, rows: int) -> None:
+        """One generation call that started at t0 and took `rows` episodes."""
+        t1 = time.perf_counter()
+        if self.clock is not None:
+            self.clock.add(t0, t1)
+        s = self.stats
+        s.generation_s += t1 - t0
+        s.generate_calls += 1
+        s.batch_sizes.append(rows)
 
     def _take_completion(
         self, i: int, comp: list[int], lps: list[float], versions: list[int]
