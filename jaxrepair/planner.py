@@ -14,8 +14,11 @@ loss) so a researcher can choose the mesh and batch before queueing on a pod:
   [B, N, T, T] float32 buffers and a broadcast mask; "blocked" the causal part of them; the
   flash kernels "cudnn" and "splash" only [T, block] tiles), the lm-head chunk of the loss, or
   the optimizer update;
-- GRPO only: the sampler's KV cache (in the parameter dtype, the params it samples with) and
-  its prefill, the overlap snapshots (a copy of the params for the batch being collected while
+- GRPO only: with the rollout engine (`[engine]`), its own weights in its compute dtype
+  (tensor-parallel over `engine.tensor` devices, the embedding replicated), its paged KV pool
+  and the larger of its prefill chunk and its decode step; without it, the static sampler's KV
+  cache (in the parameter dtype, the params it samples with) and its prefill; the overlap
+  snapshots (a copy of the params for the batch being collected while
   the previous batch's behaviour params are still in use), the frozen reference params when
   kl_beta > 0; the learner trains `minibatch_size` rows per update.
 
@@ -32,6 +35,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from jaxrepair.config import EngineSection
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import (
     ShardingError,
@@ -167,6 +171,7 @@ def plan_memory(
     max_new_tokens: int = 0,
     overlap: bool = False,
     kl_beta: float = 0.0,
+    engine: EngineSection | None = None,
 ) -> MemoryPlan:
     """Bytes per device for one training step with AdamW (see the module docstring).
 
@@ -174,7 +179,8 @@ def plan_memory(
     `grad_accum` microbatches. For kind="grpo", `seq_len` is the longest transcript; the
     sampler runs `generate_batch` sequences with prompts of up to seq_len - max_new_tokens
     tokens (bucketed as the sampler pads them); `overlap` adds the params snapshots and runs
-    the sampler's prefill during the update; `kl_beta > 0` adds the reference params.
+    the sampler's prefill during the update; `kl_beta > 0` adds the reference params;
+    `engine` (an enabled `[engine]` section) counts the rollout engine instead of the sampler.
     """
     from jaxrepair.model.config import ATTENTION_IMPLS, REMAT_POLICIES
 
@@ -292,6 +298,8 @@ def plan_memory(
             kl_beta,
             attention_impl,
             notes,
+            engine,
+            cb,
         )
     return MemoryPlan(
         model=model,
@@ -319,14 +327,21 @@ def _grpo_rows(
     kl_beta: float,
     impl: str,
     notes: list[str],
+    engine: EngineSection | None = None,
+    compute_bytes: int = 2,
 ) -> None:
-    """The sampler and the param copies GRPO holds next to the train step."""
+    """The sampler (or the rollout engine) and the param copies GRPO holds next to the train
+    step."""
     dp = sizes["data"] * sizes["fsdp"]
     tp = sizes["tensor"]
     if overlap:
         rows["overlap snapshots (2 x params: collecting + behaviour)"] = 2 * params
     if kl_beta > 0:
         rows["reference params (kl_beta > 0)"] = params
+    if engine is not None:
+        rows.update(engine_rows(cfg, engine, seq_len, compute_bytes))
+        notes.append(f"rollout engine on {engine.tensor} device(s) of each process")
+        return
     if generate_batch < 1 or max_new_tokens < 1:
         notes.append("no sampler counted (generate_batch or max_new_tokens unset)")
         return
@@ -370,6 +385,39 @@ def _grpo_rows(
         if prefill > rows[key]:
             del rows[key]
             rows[f"largest transient: {label}"] = prefill
+
+
+def engine_rows(
+    cfg: Qwen3Config, engine: EngineSection, max_seq_len: int, compute_bytes: int = 2
+) -> dict[str, float]:
+    """Bytes on each device of a rollout engine (`jaxrepair.engine.jax_engine.JaxEngine`):
+    its weights (dtype "auto" = the compute dtype on accelerators) sharded as
+    `engine_shardings` places them, its KV pool, and the larger transient of a prefill chunk
+    (one layer's activations and [heads, chunk, max_seq_len] f32 scores) and a decode step
+    (every slot's K and V of one layer gathered from the pool)."""
+    eb = _BYTES[engine.dtype] if engine.dtype != "auto" else compute_bytes
+    tp = engine.tensor
+    sizes = {"data": 1, "fsdp": 1, "tensor": tp}
+    embed = cfg.vocab_size * cfg.hidden_size
+    weights = _shard_bytes(cfg, sizes, eb) + embed * eb * (
+        1 - 1 / tp if cfg.vocab_size % tp == 0 else 0
+    )
+    kvh = _split(cfg.num_key_value_heads, tp)
+    pool = (
+        cfg.num_hidden_layers * engine.num_blocks * engine.block_size * 2 * kvh * cfg.head_dim * eb
+    )
+    heads = _split(cfg.num_attention_heads, tp)
+    f = _split(cfg.intermediate_size, tp)
+    c = engine.prefill_chunk
+    prefill = c * 4 * (4 * cfg.hidden_size + 2 * f) + heads * c * max_seq_len * 4 * 2
+    decode = engine.slots * max_seq_len * 2 * kvh * cfg.head_dim * eb
+    step = max(prefill, decode)
+    what = f"prefill of {c} tokens" if prefill >= decode else f"decode of {engine.slots} slots"
+    return {
+        f"engine weights ({tp}-way tensor parallel)": weights,
+        f"engine KV pool ({engine.num_blocks} x {engine.block_size} tokens)": pool,
+        f"engine step transient ({what})": step,
+    }
 
 
 # ----------------------------------------------------------------------------- run configs
@@ -451,6 +499,7 @@ def plan_for_config(
         max_new_tokens=g.max_new_tokens if kind == "grpo" else 0,
         overlap=g.overlap if kind == "grpo" else False,
         kl_beta=g.kl_beta if kind == "grpo" else 0.0,
+        engine=run_config.engine if kind == "grpo" and run_config.engine.enabled else None,
     )
 
 

@@ -22,7 +22,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["EnvService", "EpisodeTally", "Outcome", "StepResult"]
+__all__ = ["EnvService", "EpisodeTally", "IdleFarm", "Outcome", "StepResult", "episode_owner"]
 
 
 class Outcome(enum.StrEnum):
@@ -141,3 +141,46 @@ class EnvService(Protocol):
     def accounting(self) -> dict[str, Any]: ...
 
     def metrics(self) -> dict[str, Any]: ...
+
+
+def episode_owner(index: int, drivers: int) -> int:
+    """The JAX process whose farm runs episode `index` when processes 0..drivers-1 drive
+    farms: episodes spread round-robin over the drivers. A job whose farm is one cluster-wide
+    service (Ray) has one driver, process 0; a job of per-host process farms has one per
+    process, so builds use every host's CPUs."""
+    if drivers < 1:
+        raise ValueError(f"a job needs at least one farm driver, got {drivers}")
+    return index % drivers
+
+
+class IdleFarm:
+    """The `EnvService` of a JAX process that drives no farm (the job's farm is driven by
+    another process): it runs no episode, and its accounting is an empty complete tally, so
+    job-wide merges of every process's accounting stay exact."""
+
+    async def reset(self, episode_id: str, task: Any, pipeline: str) -> StepResult:
+        raise RuntimeError(f"episode {episode_id}: this process drives no farm")
+
+    async def step(self, episode_id: str, assistant_text: str) -> StepResult:
+        raise RuntimeError(f"episode {episode_id}: this process drives no farm")
+
+    def truncate(self, episode_id: str, reason: str) -> None:
+        raise KeyError(episode_id)
+
+    def abandon(self, episode_id: str, reason: str) -> None:
+        raise KeyError(episode_id)
+
+    def outcome(self, episode_id: str) -> str | None:
+        return None
+
+    def accounting(self) -> dict[str, Any]:
+        return EpisodeTally().to_dict()
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+    def start(self) -> IdleFarm:
+        return self
+
+    def close(self) -> None:
+        pass

@@ -10,8 +10,10 @@ Why it is shaped this way:
 - What a chunk generates depends only on its episodes' transcripts and a key derived from
   (chunk, turn): never on which builds happened to finish first. The same seed gives the same
   rollouts on any number of processes, with any environment latency.
-- Several JAX processes (one per host): episode i runs in the farm of process i % P, so builds
-  spread over every host. Each `poll` exchanges the results that arrived since the last one
+- Several JAX processes (one per host): episode i runs in the farm of process
+  `episode_owner(i, farm_drivers)`: i % P when every process drives a farm of its own (builds
+  spread over every host), process 0 when the job has one farm driver (a cluster-wide Ray
+  farm). Each `poll` exchanges the results that arrived since the last one
   (`multihost.allgather_objects`) and applies them in episode order, so every process holds the
   same transcripts and issues the same `generate` calls in the same order. Generated tokens
   come back from the device with `process_allgather`; no process reads another's shards.
@@ -51,7 +53,7 @@ import numpy as np
 from jaxrepair import multihost
 from jaxrepair.engine.api import RolloutEngine
 from jaxrepair.envs.chat import encode_prompt, parse_assistant
-from jaxrepair.envs.protocol import EnvService, EpisodeTally, Outcome, StepResult
+from jaxrepair.envs.protocol import EnvService, EpisodeTally, Outcome, StepResult, episode_owner
 from jaxrepair.train.rollout import (
     AcceleratorClock,
     Rollout,
@@ -80,9 +82,10 @@ class Collector:
     while not collector.poll(0.05): ...  # or collector.run()
     rollouts, stats = collector.result()
 
-    `farm` is any `EnvService` (jaxrepair.envs.protocol); nothing else of it is used. All
-    processes of a job must build it with the same arguments (their own farm) and call
-    `start`, `poll` and `result` in the same order.
+    `farm` is any `EnvService` (jaxrepair.envs.protocol); nothing else of it is used. With
+    `farm_drivers` = D (default: every process), processes 0..D-1 each pass their own farm and
+    the others an `IdleFarm`. All processes call `start`, `poll`, `set_policy` and `result` in
+    the same order.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Collector:
         max_turns: int = 64,
         clock: AcceleratorClock | None = None,
         truncate_unfinished: bool = True,
+        farm_drivers: int | None = None,
     ):
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -128,6 +132,11 @@ class Collector:
         self.key = rng if rng is not None else jax.random.key(0)
         self.stop_ids = list(tokenizer.stop_ids)
         self.rank, self.nproc = jax.process_index(), jax.process_count()
+        self.drivers = self.nproc if farm_drivers is None else farm_drivers
+        if not 1 <= self.drivers <= self.nproc:
+            raise ValueError(
+                f"farm_drivers must be between 1 and the {self.nproc} processes, got {farm_drivers}"
+            )
         self.eps = [
             _Episode(Rollout(t.id, g, i, f"{episode_prefix}-{g}-{i}-{t.id}", [], [], [], 0), t)
             for g, t in enumerate(tasks)
@@ -148,13 +157,20 @@ class Collector:
 
     # ------------------------------------------------------------------ lifecycle
     def _owns(self, i: int) -> bool:
-        return i % self.nproc == self.rank
+        return episode_owner(i, self.drivers) == self.rank
+
+    def set_policy(self, params: Any, version: int) -> None:
+        """Generate the rest of this collect with learner version `version` (partial rollouts:
+        episodes in flight continue under the new weights; each token keeps the version that
+        sampled it). Called at the same point on every process."""
+        self.params, self.policy_version = params, version
+        if self.engine is not None and self.engine.version != version:
+            self.stats.reshard_s += self.engine.update_weights(params, version)
 
     def start(self) -> Collector:
         """Send the resets of this process's episodes to its farm (returns at once)."""
         self._t0 = time.perf_counter()
-        if self.engine is not None and self.engine.version != self.policy_version:
-            self.stats.reshard_s += self.engine.update_weights(self.params, self.policy_version)
+        self.set_policy(self.params, self.policy_version)
         self._farm_m0 = self.farm.metrics()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -409,7 +425,7 @@ class Collector:
             key = jax.random.fold_in(jax.random.fold_in(self.key, c), self.chunk_turns[c])
             self.chunk_turns[c] += 1
             for row, i in enumerate(live):
-                if self._owns(i):
+                if i % self.nproc == self.rank:  # generation spreads over every process
                     mine.append(i)
                     requests.append(Request(self.eps[i].r.tokens, sampling, row_seed(key, row)))
         t0 = time.perf_counter()
