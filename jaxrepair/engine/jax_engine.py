@@ -36,6 +36,7 @@ from jaxrepair.config import EngineSection
 from jaxrepair.engine.api import Completion, Event, Request
 from jaxrepair.engine.blocks import ROOT, BlockPool, OutOfBlocks
 from jaxrepair.engine.paged_model import compile_programs, init_pool
+from jaxrepair.engine.reshard import reshard_to_engine
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.qwen3 import Params
 from jaxrepair.model.sampler import Buckets
@@ -51,33 +52,23 @@ _MIN_DECODE_ROWS = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    """Sizes of the engine. `num_blocks * block_size` tokens of KV fit in the pool. Defaults
-    are the run config's `[engine]` section's (`jaxrepair.config.EngineSection`)."""
+class EngineConfig(EngineSection):
+    """What an engine runs with: the run config's `[engine]` section (sizes, dtype, their
+    defaults and checks are defined once, in `jaxrepair.config.EngineSection`) and the longest
+    sequence a request may reach. `num_blocks * block_size` tokens of KV fit in the pool;
+    `enabled` and `tensor` are the run's choices that `engine_from_config` acts on."""
 
-    slots: int = EngineSection.slots
-    block_size: int = EngineSection.block_size
-    num_blocks: int = EngineSection.num_blocks
-    decode_chunk: int = EngineSection.decode_chunk
-    prefill_chunk: int = EngineSection.prefill_chunk
     max_seq_len: int = 32768
-    dtype: str = EngineSection.dtype  # "auto": bfloat16 on accelerators, float32 on CPU
 
     def __post_init__(self) -> None:
-        for name in ("slots", "block_size", "num_blocks", "decode_chunk", "prefill_chunk"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(
-                    f"engine.{name} must be a positive int, got {getattr(self, name)!r}"
-                )
-        if self.prefill_chunk % self.block_size:
-            raise ValueError(
-                f"engine.prefill_chunk ({self.prefill_chunk}) must be a multiple of "
-                f"engine.block_size ({self.block_size})"
-            )
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(
-                f"engine.dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}"
-            )
+        super().__post_init__()
+        if self.max_seq_len < 1:
+            raise ValueError(f"engine max_seq_len must be >= 1, got {self.max_seq_len}")
+
+    @classmethod
+    def from_section(cls, section: EngineSection, max_seq_len: int) -> EngineConfig:
+        fields = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+        return cls(**fields, max_seq_len=max_seq_len)
 
     def compute_dtype(self) -> jnp.dtype:
         if self.dtype == "auto":
@@ -140,16 +131,6 @@ def row_seed(rng: int | jax.Array, row: int) -> tuple[int, int]:
     return int(data[0]), int(data[1])
 
 
-def _local(x: jax.Array) -> jax.Array:
-    """x where this process can read all of it: a learner array sharded over several
-    processes is gathered first (the engine lives on this process's devices)."""
-    if getattr(x, "is_fully_addressable", True):
-        return jnp.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def engine_from_config(
     section: EngineSection, params: Params, cfg: Qwen3Config, max_seq_len: int, version: int = 0
 ) -> JaxEngine | None:
@@ -167,15 +148,7 @@ def engine_from_config(
         from jaxrepair.model.sharding import make_mesh
 
         mesh = make_mesh({"tensor": section.tensor}, devices=devices[: section.tensor])
-    config = EngineConfig(
-        slots=section.slots,
-        block_size=section.block_size,
-        num_blocks=section.num_blocks,
-        decode_chunk=section.decode_chunk,
-        prefill_chunk=section.prefill_chunk,
-        max_seq_len=max_seq_len,
-        dtype=section.dtype,
-    )
+    config = EngineConfig.from_section(section, max_seq_len)
     return JaxEngine(params, cfg, config, mesh=mesh, version=version)
 
 
@@ -248,12 +221,8 @@ class JaxEngine:
         prefixes are dropped, since their KV came from the old weights.
         """
         start = time.perf_counter()
-        cast = jax.tree.map(lambda x: _local(x).astype(self.dtype), dict(params))
-        # never alias the learner's buffers: its updates donate (free) them
-        if self.mesh is None:
-            placed = jax.device_put(cast, jax.local_devices()[0], may_alias=False)
-        else:
-            placed = jax.device_put(cast, engine_shardings(cast, self.mesh), may_alias=False)
+        mesh = self.mesh or Mesh(np.asarray(jax.local_devices()[:1]), ("tensor",))
+        placed = reshard_to_engine(dict(params), engine_shardings(dict(params), mesh), self.dtype)
         jax.block_until_ready(placed)
         self.params = placed
         self.version = int(version)

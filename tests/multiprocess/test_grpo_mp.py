@@ -132,6 +132,8 @@ def _grpo(
         "--set",
         f"engine.enabled={'true' if engine else 'false'}",
     ]
+    if engine:  # each process's engine spans 2 of its devices; weights reach it device to device
+        argv += ["--set", "engine.tensor=2"]
     if nproc > 1:  # each process's farm gets its own seeded latency pattern
         argv += ["--set", "envs.latency_jitter_s=0.4"]
     res = launch_cli(
@@ -146,7 +148,8 @@ def _rollouts(out: Path) -> list[dict]:
 
 # overlap-on exercises everything overlap-off does plus the snapshot collector; the plain
 # schedule runs in the slow tier (and in test_grpo_trainer on one process)
-# the rollout engine: one per process, each generating the episodes its process owns
+# the rollout engine: one per process (2-way tensor parallel), each generating the episodes its
+# process owns; with partial rollouts, turns after an update take the new weights
 @pytest.mark.parametrize(
     ("overlap", "engine"),
     [pytest.param(False, False, marks=pytest.mark.slow), (True, False), (True, True)],
