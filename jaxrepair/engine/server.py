@@ -767,13 +767,13 @@ class OpenAIServer(ThreadingHTTPServer):
         tokenizer: Tokenizer,
         *,
         model_name: str,
-        max_context: int,
         host: str = "127.0.0.1",
         port: int = 0,
         stop_ids: Sequence[int] | None = None,
     ) -> None:
-        if not isinstance(max_context, int) or max_context < 2:
-            raise ValueError(f"max_context must be an int >= 2, got {max_context!r}")
+        max_context = engine.max_seq_len  # the longest prompt + completion the engine takes
+        if max_context < 2:
+            raise ValueError(f"the engine's max_seq_len must be >= 2, got {max_context}")
         if tokenizer.vocab_size > engine.vocab_size:
             raise ValueError(
                 f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
@@ -953,7 +953,6 @@ def serve(
             engine,
             model.tokenizer,
             model_name=model_name or model.source,
-            max_context=model.max_model_len,
             host=host,
             port=port,
         )

@@ -66,9 +66,16 @@ class StaticEngine:
     """`RolloutEngine` over `generate`, `chunk` tokens per request per step (see module)."""
 
     def __init__(
-        self, params: Params, cfg: Qwen3Config, *, chunk: int = 3, step_s: float = 0.0
+        self,
+        params: Params,
+        cfg: Qwen3Config,
+        *,
+        chunk: int = 3,
+        step_s: float = 0.0,
+        max_seq_len: int | None = None,
     ) -> None:
         self.params, self.cfg, self.chunk = params, cfg, chunk
+        self._max_seq_len = max_seq_len or cfg.max_position_embeddings
         self.step_s = step_s  # wall time a step takes, as a real decode chunk would
         self.version = 0
         self.added: list[Request] = []  # every request, in the order `add` saw them
@@ -92,7 +99,7 @@ class StaticEngine:
 
     @property
     def max_seq_len(self) -> int:
-        return self.cfg.max_position_embeddings
+        return self._max_seq_len
 
     def cancel(self, request_id: int) -> bool:
         self.cancelled.append(request_id)
@@ -148,7 +155,7 @@ class StaticEngine:
 
 def from_served_model(model: ServedModel) -> StaticEngine:
     """`jaxrepair serve --engine tests.engine.static_engine:from_served_model`."""
-    return StaticEngine(model.params, model.cfg)
+    return StaticEngine(model.params, model.cfg, max_seq_len=model.max_model_len)
 
 
 # ------------------------------------------------------------------- the tool-calling model

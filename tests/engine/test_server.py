@@ -56,12 +56,12 @@ def model():
 
 @pytest.fixture(scope="module")
 def engine(model):
-    return StaticEngine(model.params, model.cfg)
+    return StaticEngine(model.params, model.cfg, max_seq_len=CONTEXT)
 
 
 @pytest.fixture(scope="module")
 def server(model, engine):
-    srv = OpenAIServer(engine, model.tokenizer, model_name=MODEL, max_context=CONTEXT).start()
+    srv = OpenAIServer(engine, model.tokenizer, model_name=MODEL).start()
     yield srv
     srv.close()
 
@@ -450,7 +450,7 @@ def test_an_engine_failure_is_a_503_not_a_hang(model):
             raise RuntimeError("device lost")
 
     srv = OpenAIServer(
-        Broken(model.params, model.cfg), model.tokenizer, model_name=MODEL, max_context=CONTEXT
+        Broken(model.params, model.cfg, max_seq_len=CONTEXT), model.tokenizer, model_name=MODEL
     ).start()
     try:
         body = {"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 2}

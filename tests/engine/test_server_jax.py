@@ -32,7 +32,7 @@ def model():
 @pytest.fixture(scope="module")
 def server(model):
     engine = JaxEngine(model.params, model.cfg, EngineConfig(slots=4, max_seq_len=CONTEXT))
-    srv = OpenAIServer(engine, model.tokenizer, model_name=MODEL, max_context=CONTEXT).start()
+    srv = OpenAIServer(engine, model.tokenizer, model_name=MODEL).start()
     yield srv
     srv.close()
 
