@@ -326,9 +326,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _tasks_path(arg: str | None):
     from pathlib import Path
 
-    if arg:
-        return Path(arg)
-    return Path(__file__).resolve().parent / "data" / "tasks" / "corpus"
+    from jaxrepair.collect import bundled_corpus
+
+    return Path(arg) if arg else bundled_corpus()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

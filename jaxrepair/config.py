@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Union
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "EngineSection",
     "EnvsConfig",
     "GRPOConfig",
     "MeshConfig",
@@ -242,6 +243,9 @@ class GRPOConfig:
     # most learner steps between the policy that sampled a token and the one that trains on
     # it; overlap needs 1 (batch k+1 is sampled by the weights before update k)
     max_staleness: int = 1
+    # with overlap: the batch collected during update k takes the new weights once the update
+    # ends (episodes in flight continue under them; every token records its version)
+    partial_rollouts: bool = True
     dynamic_sampling: bool = False  # drop groups whose rewards are all equal (DAPO)
     # with dynamic_sampling: collect rounds per step, each drawing new tasks for the groups
     # still missing, until tasks_per_step groups carry signal (1 = filter only, no refill)
@@ -251,6 +255,11 @@ class GRPOConfig:
     # truncated (reward 0, masked when mask_truncated); True = send it to the env as written.
     submit_unfinished: bool = False
     tasks: tuple[str, ...] = ()  # train only on these task ids; empty = every train-split task
+    # train.eval_every > 0: held-out avg@k / pass@k of the current policy every eval_every steps,
+    # on the corpus's test split (eval_limit tasks spread over categories; None = all), with
+    # eval_samples samples per task at the sampling temperature, in this run's pipeline
+    eval_samples: int = 4
+    eval_limit: int | None = None
 
     def __post_init__(self) -> None:
         from jaxrepair.train.grpo import ADVANTAGE_SCALES, AGGREGATIONS, RATIO_LEVELS
@@ -293,6 +302,9 @@ class GRPOConfig:
         _check("grpo", "sampling_rounds", self.sampling_rounds >= 1, ">= 1", self.sampling_rounds)
         _check("grpo", "generate_batch", self.generate_batch >= 1, ">= 1", self.generate_batch)
         _check("grpo", "max_staleness", self.max_staleness >= 0, ">= 0", self.max_staleness)
+        _check("grpo", "eval_samples", self.eval_samples >= 1, ">= 1", self.eval_samples)
+        if self.eval_limit is not None:
+            _check("grpo", "eval_limit", self.eval_limit >= 1, ">= 1 or none", self.eval_limit)
         if self.overlap and self.max_staleness < 1:
             raise ConfigError(
                 "grpo.overlap samples each batch with the weights before the previous update "
@@ -327,10 +339,20 @@ class EnvsConfig:
     backend: str = "local"
     ray_address: str | None = None
     max_concurrent_builds: int | None = None  # ray: jobs building at once, cluster-wide
+    # JAX processes that drive a farm: "primary" (process 0 drives the job's one farm),
+    # "every_process" (each drives its own, episodes spread over them), "auto" (ray: primary,
+    # local: every_process)
+    drivers: str = "auto"
+
+    def farm_drivers(self, processes: int) -> int:
+        """How many of a job's `processes` drive a farm (processes 0..n-1)."""
+        one = self.drivers == "primary" or (self.drivers == "auto" and self.backend == "ray")
+        return 1 if one else processes
 
     def __post_init__(self) -> None:
         _choice("envs", "sandbox", self.sandbox, ("local", "docker"))
         _choice("envs", "backend", self.backend, ("local", "ray"))
+        _choice("envs", "drivers", self.drivers, ("auto", "primary", "every_process"))
         if self.max_concurrent_builds is not None:
             _check(
                 "envs",
@@ -374,10 +396,14 @@ class EngineSection:
     runs an engine on `tensor` of its own devices with its own copy of the weights (reshard
     after each update), a paged KV cache of `num_blocks` x `block_size` tokens reused across
     turns and within a group, and `slots` sequences decoded together.
+
+    The one definition of the engine's sizes: `jaxrepair.engine.jax_engine.EngineConfig` is
+    this section plus the longest sequence of a run (defined here so that reading a config
+    never imports jax).
     """
 
     SECTION: ClassVar[str] = "engine"
-    enabled: bool = False
+    enabled: bool = True
     slots: int = 64
     block_size: int = 16
     num_blocks: int = 4096

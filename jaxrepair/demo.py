@@ -28,7 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxrepair.config import RunConfig, load_config
+
 MARKER = "demo_summary.json"
+TRAJ_SIMPLE, TRAJ_FULL = "trajectories_simplified.jsonl", "trajectories_full.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +249,56 @@ def curriculum(
     return list(tasks), "every train task (too few solved at all)"
 
 
+def demo_configs(
+    s: DemoSettings, out: Path, config_path: str | None, overrides: Sequence[str]
+) -> tuple[RunConfig, RunConfig]:
+    """The SFT and GRPO run configs of the demo (`overrides` last, so they win); their
+    `[envs]` section also sizes the evaluation farm."""
+    base = [
+        "model.preset=toy",
+        "model.attention_impl=blocked",
+        "model.remat=save_dots",  # 15% faster than none on XLA:CPU at 2k tokens (measured)
+        f"data.train_paths={out / TRAJ_SIMPLE},{out / TRAJ_FULL}",
+        f"data.seq_len={s.seq_len}",
+        f"data.batch_size={s.sft_batch}",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=10",
+        "optim.weight_decay=0.0",
+        f"envs.workers={s.workers}",
+        f"envs.max_steps={s.full_max_steps}",
+        "tokenizer.spec=tiny",
+    ]
+    sft = [
+        f"train.steps={s.sft_steps}",
+        f"train.out_dir={out / 'sft'}",
+        f"train.checkpoint_every={s.sft_steps}",
+        "train.log_every=10",
+    ]
+    grpo = [
+        f"train.steps={s.grpo_steps}",
+        f"train.out_dir={out / 'grpo'}",
+        f"train.init_from={out / 'sft'}",
+        f"train.checkpoint_every={s.grpo_steps}",
+        f"optim.lr={s.grpo_lr}",
+        "optim.warmup_steps=0",
+        "optim.schedule=constant",
+        f"grpo.tasks_per_step={s.tasks_per_step}",
+        f"grpo.group_size={s.group_size}",
+        f"grpo.minibatch_size={s.grpo_minibatch or 'none'}",
+        f"grpo.max_new_tokens={s.max_new_tokens}",
+        f"grpo.temperature={s.temperature}",
+        "grpo.pipeline=simplified",
+        "grpo.kl_beta=0.0",
+        "grpo.submit_unfinished=true",
+        "grpo.dynamic_sampling=true",
+        f"grpo.sampling_rounds={s.sampling_rounds}",
+    ]
+    return (
+        load_config(config_path, [*base, *sft, *overrides]),
+        load_config(config_path, [*base, *grpo, *overrides]),
+    )
+
+
 def run_demo(
     out_dir: str | Path = "runs/demo",
     quick: bool = False,
@@ -254,20 +307,27 @@ def run_demo(
     settings: DemoSettings | None = None,
 ) -> dict[str, Any]:
     import jax
+    import jax.numpy as jnp
     from rich.console import Console
 
     from jaxrepair import multihost
-    from jaxrepair.config import load_config
-    from jaxrepair.envs import load_tasks, make_sandbox
+    from jaxrepair.engine.api import RolloutEngine
+    from jaxrepair.engine.jax_engine import engine_from_config
+    from jaxrepair.envs import make_sandbox
     from jaxrepair.envs.corpus_validate import validate_corpus
     from jaxrepair.envs.expert import collect_trajectories
-    from jaxrepair.envs.farm import EnvFarm
-    from jaxrepair.envs.tokenizer import load_tokenizer
-    from jaxrepair.model import Qwen3Config, init_params, make_mesh
-    from jaxrepair.train.checkpoint import load_params
+    from jaxrepair.model import Qwen3Config, init_params
     from jaxrepair.train.evaluate import evaluate
     from jaxrepair.train.grpo_trainer import run_grpo
     from jaxrepair.train.rollout import SamplingSettings
+    from jaxrepair.train.run_setup import (
+        corpus_tasks,
+        farm_drivers,
+        make_farm,
+        resolve_model,
+        resolve_tokenizer,
+        run_mesh,
+    )
     from jaxrepair.train.sft import run_sft
 
     console = Console(width=None if Console().is_terminal else 150)
@@ -280,7 +340,8 @@ def run_demo(
         out = _prepare_out(out)
     out = Path(multihost.broadcast_object(str(out)))  # process 0's choice, on every process
     multihost.sync("demo out_dir ready")
-    mesh = make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    sft_cfg, grpo_cfg = demo_configs(s, out, config_path, overrides)
+    mesh = run_mesh(sft_cfg)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -290,13 +351,12 @@ def run_demo(
 
     # 1. corpus ------------------------------------------------------------------------
     t0 = stage("1/6 task corpus: validate a sample in the sandbox")
-    corpus = Path(__file__).resolve().parent / "data" / "tasks" / "corpus"
-    tasks = load_tasks(corpus)
-    tok = load_tokenizer("tiny")
+    tasks = corpus_tasks(sft_cfg.envs)
+    tok = resolve_tokenizer(sft_cfg)
     fitting = _fitting(tasks, tok, s.seq_len - s.max_new_tokens)
     train = _stratified([t for t in fitting if t.split == "train"], s.train_tasks, 0)
     test = _stratified([t for t in fitting if t.split == "test"], s.test_tasks, 1)
-    sandbox = make_sandbox("local")
+    sandbox = make_sandbox(sft_cfg.envs.sandbox)
     valid_ok = None
     if primary:
         report = validate_corpus(
@@ -312,7 +372,7 @@ def run_demo(
 
     # 2. expert trajectories -------------------------------------------------------------
     t0 = stage("2/6 expert trajectories (the teacher knows the reference fix)")
-    traj_simple, traj_full = out / "trajectories_simplified.jsonl", out / "trajectories_full.jsonl"
+    traj_simple, traj_full = out / TRAJ_SIMPLE, out / TRAJ_FULL
     counts = None
     if primary:
         recs = collect_trajectories(train, "simplified", sandbox, traj_simple, workers=s.workers)
@@ -331,30 +391,6 @@ def run_demo(
 
     # 3. SFT -----------------------------------------------------------------------------
     t0 = stage("3/6 SFT of a toy Qwen3 on the expert trajectories")
-    base = [
-        "model.preset=toy",
-        "model.attention_impl=blocked",
-        "model.remat=save_dots",  # 15% faster than none on XLA:CPU at 2k tokens (measured)
-        f"data.train_paths={traj_simple},{traj_full}",
-        f"data.seq_len={s.seq_len}",
-        f"data.batch_size={s.sft_batch}",
-        "optim.lr=3e-3",
-        "optim.warmup_steps=10",
-        "optim.weight_decay=0.0",
-        f"envs.workers={s.workers}",
-        "tokenizer.spec=tiny",
-    ]
-    sft_cfg = load_config(
-        config_path,
-        [
-            *base,
-            f"train.steps={s.sft_steps}",
-            f"train.out_dir={out / 'sft'}",
-            f"train.checkpoint_every={s.sft_steps}",
-            "train.log_every=10",
-            *overrides,
-        ],
-    )
     sft_summary = run_sft(sft_cfg, tokenizer=tok)
     timings["sft"] = time.perf_counter() - t0
 
@@ -364,14 +400,25 @@ def run_demo(
     sampled = SamplingSettings(max_new_tokens=s.max_new_tokens, temperature=s.temperature)
     full_tasks = _stratified(test, s.full_eval_tasks, 3)
     table: dict[str, Any] = {}
-    eval_farm = EnvFarm(
-        workers=s.workers,
-        cache_dir=out / "validation_cache",
-        episode_caps={"max_steps": s.full_max_steps},
-    ).start()
+    eval_farm = make_farm(sft_cfg.envs, out).start()  # the cache is shared with GRPO's farm
+    engines: list[RolloutEngine | None] = []  # one rollout engine for every evaluated model
 
     def eval_model(name: str, params: Any, cfg: Qwen3Config, on_train: bool) -> None:
-        common = dict(max_seq_len=s.seq_len, farm=eval_farm, tokenizer=tok, cfg=cfg, mesh=mesh)
+        version = len(table)  # the engine's weights change with each model (a version each)
+        if not engines:
+            engines.append(
+                engine_from_config(sft_cfg.engine, params, cfg, s.seq_len + s.max_new_tokens)
+            )
+        common = dict(
+            max_seq_len=s.seq_len,
+            farm=eval_farm,
+            tokenizer=tok,
+            cfg=cfg,
+            mesh=mesh,
+            engine=engines[0],
+            policy_version=version,
+            farm_drivers=farm_drivers(sft_cfg.envs),
+        )
         held = evaluate(
             params,
             tasks=test,
@@ -412,8 +459,10 @@ def run_demo(
 
     try:
         t0 = stage("4/6 evaluate the base and SFT models")
-        sft_model_cfg, sft_params, _ = load_params(out / "sft", mesh=mesh)
-        base_params = init_params(sft_model_cfg, jax.random.key(123), mesh=mesh)
+        sft_model = resolve_model(grpo_cfg, tok.vocab_size)  # GRPO starts from the SFT run
+        sft_model_cfg, dtype = sft_model.cfg, jnp.dtype(sft_cfg.model.dtype)
+        sft_params, _ = sft_model.load(mesh, dtype, grpo_cfg.train.seed)
+        base_params = init_params(sft_model_cfg, jax.random.key(123), mesh=mesh, dtype=dtype)
         eval_model("base", base_params, sft_model_cfg, on_train=False)
         eval_model("sft", sft_params, sft_model_cfg, on_train=True)
         del base_params, sft_params
@@ -424,38 +473,15 @@ def run_demo(
         rates = table["sft"]["train"][f"simplified avg@{k}"]["per_task"]
         grpo_tasks, rule = curriculum(train, rates, s.tasks_per_step)
         console.print(f"GRPO curriculum ({rule}): {len(grpo_tasks)} of {len(train)} train tasks")
-        grpo_cfg = load_config(
-            config_path,
-            [
-                *base,
-                f"train.steps={s.grpo_steps}",
-                f"train.out_dir={out / 'grpo'}",
-                f"train.init_from={out / 'sft'}",
-                f"train.checkpoint_every={s.grpo_steps}",
-                f"optim.lr={s.grpo_lr}",
-                "optim.warmup_steps=0",
-                "optim.schedule=constant",
-                f"grpo.tasks_per_step={s.tasks_per_step}",
-                f"grpo.group_size={s.group_size}",
-                f"grpo.minibatch_size={s.grpo_minibatch or 'none'}",
-                f"grpo.max_new_tokens={s.max_new_tokens}",
-                f"grpo.temperature={s.temperature}",
-                "grpo.pipeline=simplified",
-                "grpo.kl_beta=0.0",
-                "grpo.submit_unfinished=true",
-                "grpo.dynamic_sampling=true",
-                f"grpo.sampling_rounds={s.sampling_rounds}",
-                *overrides,
-            ],
-        )
-        with EnvFarm(workers=s.workers, cache_dir=out / "validation_cache") as farm:
+        with make_farm(grpo_cfg.envs, out) as farm:
             grpo_summary = run_grpo(grpo_cfg, tokenizer=tok, farm=farm, tasks=grpo_tasks)
         grpo_summary["curriculum"] = {"rule": rule, "tasks": [t.id for t in grpo_tasks]}
         timings["grpo"] = time.perf_counter() - t0
 
         # 6. evaluate RL -----------------------------------------------------------------
         t0 = stage("6/6 evaluate the RL model; results")
-        _, rl_params, _ = load_params(out / "grpo", mesh=mesh)
+        rl_model = dataclasses.replace(sft_model, orbax_dir=str(out / "grpo"))
+        rl_params, _ = rl_model.load(mesh, dtype, grpo_cfg.train.seed)
         eval_model("rl", rl_params, sft_model_cfg, on_train=True)
         timings["eval_rl"] = time.perf_counter() - t0
     finally:

@@ -100,7 +100,9 @@ def test_plan_from_run_config():
         text=True,
     )
     assert "qwen3-32b (grpo)" in out.stdout and "tensor': 4" in out.stdout, out.stdout + out.stderr
-    assert "sampler KV cache" in out.stdout and "overlap snapshots" in out.stdout
+    # the config's rollout engine, not the static sampler, holds the KV
+    assert "engine KV pool (16384 x 16 tokens)" in out.stdout and "overlap snapshots" in out.stdout
+    assert "sampler KV cache" not in out.stdout
 
 
 def test_plan_counts_what_the_run_holds():

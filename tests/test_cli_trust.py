@@ -419,18 +419,22 @@ def test_readme_recipe_on_the_tiny_configs_end_to_end(tmp_path):
 
     smoke = ["--set", "train.steps=1", "--set", "grpo.tasks_per_step=2"]
     smoke += ["--set", "grpo.group_size=2", "--set", "grpo.max_new_tokens=16"]
-    # the rollout engine generates (engine.enabled); the static sampler is the default
-    run("grpo", ["grpo", grpo_cfg, *smoke, "--set", "engine.enabled=true"])
+    # held-out avg@k after the step (train.eval_every), on 2 test tasks x 2 samples
+    heldout = ["--set", "train.eval_every=1", "--set", "grpo.eval_limit=2"]
+    heldout += ["--set", "grpo.eval_samples=2"]
+    run("grpo", ["grpo", grpo_cfg, *smoke, *heldout])  # the rollout engine generates (default)
     grpo_dir = tmp_path / "runs/tiny/grpo"
     gs = json.loads((grpo_dir / "summary.json").read_text())
     assert gs["step"] == 1 and gs["accounting"]["complete"] and not gs["resumed"]
     assert gs["accounting"]["truncated"] < gs["accounting"]["started"]  # rollouts were scored
     rows = [json.loads(x) for x in (grpo_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["cached_prompt_tokens"] > 0  # the engine shared each group's prompt
+    assert rows[-1]["heldout_samples"] == 2 and 0 <= rows[-1]["heldout_avg_at_k"] <= 1
+    assert rows[-1]["heldout_avg_at_k"] <= rows[-1]["heldout_pass_at_k"]
 
     evals = ["eval", grpo_cfg, "--limit", "2", "--pipeline", "simplified"]
     evals += ["--set", "grpo.max_new_tokens=16"]
-    run("eval", [*evals, "--set", "train.init_from=runs/tiny/grpo", "--set", "engine.enabled=true"])
+    run("eval", [*evals, "--set", "train.init_from=runs/tiny/grpo"])
     rec = json.loads((grpo_dir / "eval.json").read_text())
     steps = sorted(int(p.name) for p in (grpo_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert rec["evaluated"]["kind"] == "orbax" and rec["evaluated"]["step"] == steps[-1]

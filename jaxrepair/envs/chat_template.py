@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 THINK_OPEN = "<think>"
+EMPTY_THINK = "<think>\n\n</think>\n\n"  # the generation prompt's suffix with thinking off
 THINK_CLOSE = "</think>"
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -206,7 +207,7 @@ def render_segments(
     if add_generation_prompt:
         emit("<|im_start|>assistant\n")
         if not enable_thinking:
-            emit("<think>\n\n</think>\n\n")
+            emit(EMPTY_THINK)
     return segs
 
 

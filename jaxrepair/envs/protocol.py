@@ -184,3 +184,9 @@ class IdleFarm:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> IdleFarm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

@@ -211,10 +211,11 @@ class Collector:
             self._loop = None
 
     # ------------------------------------------------------------------ one round
-    def poll(self, wait_s: float = 0.05) -> bool:
+    def poll(self, wait_s: float = 0.05, generate: bool = True) -> bool:
         """One round: wait up to `wait_s` for farm results of this process, exchange every
-        process's results, apply them in episode order, and generate for every chunk whose
-        live episodes are all out of the farm. True once every episode has ended."""
+        process's results, apply them in episode order, and (unless `generate` is False)
+        generate for every chunk whose live episodes are all out of the farm. True once every
+        episode has ended."""
         if self.done:
             return True
         in_env = any(ep.status == _ENV for ep in self.eps)
@@ -236,6 +237,8 @@ class Collector:
             self._apply(p)
         waiting = sum(ep.status == _GEN for ep in self.eps)
         self.stats.max_queue_depth = max(self.stats.max_queue_depth, waiting)
+        if not generate:
+            return self.done
         ready = []
         for c, members in enumerate(self.chunks):
             live = [i for i in members if self.eps[i].status != _DONE]
@@ -330,7 +333,7 @@ class Collector:
             return
         if p["kind"] == "reset":
             r.messages, r.tools = p["messages"], p["tools"]
-            prompt = encode_prompt(r.messages, self.tok, r.tools)
+            prompt = encode_prompt(r.messages, self.tok, r.tools, self.sampling.thinking)
             r.tokens, r.prompt_len = list(prompt), len(prompt)
             r.loss_mask, r.old_logprobs = [0] * len(prompt), [0.0] * len(prompt)
         elif p["done"]:
@@ -341,7 +344,10 @@ class Collector:
         else:
             r.messages += p["new_messages"]
             cont = continuation_ids(
-                self.tok, p["new_messages"], ended_with_im_end=r.tokens[-1] == self.tok.eos_id
+                self.tok,
+                p["new_messages"],
+                ended_with_im_end=r.tokens[-1] == self.tok.eos_id,
+                thinking=self.sampling.thinking,
             )
             r.tokens += cont
             r.loss_mask += [0] * len(cont)

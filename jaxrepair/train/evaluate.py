@@ -10,13 +10,18 @@ from __future__ import annotations
 import collections
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
+from jax.sharding import Mesh
 
 from jaxrepair import multihost
+from jaxrepair.config import RunConfig
 from jaxrepair.engine.api import RolloutEngine
+from jaxrepair.envs.task import Task
+from jaxrepair.envs.tokenizer import Tokenizer
+from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.qwen3 import Params
 from jaxrepair.train.collector import collect
 from jaxrepair.train.rollout import Rollout, SamplingSettings
 
@@ -60,10 +65,10 @@ def summarize(rollouts: Sequence[Rollout]) -> dict[str, Any]:
 
 
 def evaluate(
-    params: Any,
-    cfg: Any,
-    tokenizer: Any,
-    tasks: Sequence[Any],
+    params: Params,
+    cfg: Qwen3Config,
+    tokenizer: Tokenizer,
+    tasks: Sequence[Task],
     farm: Any,
     *,
     pipelines: Sequence[str] = PIPELINES,
@@ -71,11 +76,13 @@ def evaluate(
     max_seq_len: int = 4096,
     seed: int = 0,
     label: str = "eval",
-    mesh: Any = None,
-    full_tasks: Sequence[Any] | None = None,
+    mesh: Mesh | None = None,
+    full_tasks: Sequence[Task] | None = None,
     samples: int = 1,
     generate_fn: Any = None,
     engine: RolloutEngine | None = None,
+    policy_version: int = 0,
+    farm_drivers: int | None = None,
 ) -> dict[str, Any]:
     """`samples` episodes per task and pipeline (default one, greedy); returns
     {pipeline: summary}. success_rate is the mean over all samples (avg@k): with a sampling
@@ -83,8 +90,10 @@ def evaluate(
     per task.
 
     `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset;
-    `generate_fn` or `engine` replace the static sampler (see `collector.collect`). With several JAX processes
-    every process calls this with the same arguments (and its own farm) and gets the same result.
+    `generate_fn` or `engine` replace the static sampler (see `collector.collect`); an
+    engine is given `params` as `policy_version` unless it holds that version already. With
+    several JAX processes every process calls this with the same arguments (processes
+    0..`farm_drivers`-1 with their farm, the others an `IdleFarm`) and gets the same result.
     """
     sampling = sampling or SamplingSettings(max_new_tokens=256, temperature=0.0)
     if samples < 1:
@@ -113,6 +122,8 @@ def evaluate(
             truncate_unfinished=False,
             generate_fn=generate_fn,
             engine=engine,
+            policy_version=policy_version,
+            farm_drivers=farm_drivers,
         )
         cats = {t.id: t.category for t in chosen}
         for r in rollouts:
@@ -139,7 +150,7 @@ RANDOM_INIT_WARNING = (
 
 
 def run_eval(
-    config: Any, *, limit: int | None = None, pipelines: Sequence[str] = PIPELINES
+    config: RunConfig, *, limit: int | None = None, pipelines: Sequence[str] = PIPELINES
 ) -> dict[str, Any]:
     """`jaxrepair eval CONFIG.toml`: evaluate `train.init_from` (orbax run or HF dir) on the
     test split of `envs.corpus` (`limit` tasks spread over categories, default all) in
@@ -149,21 +160,28 @@ def run_eval(
     config, the task ids) next to the results; it is written to train.out_dir/eval.json (the
     latest) and appended to train.out_dir/evals.jsonl (every evaluation, never overwritten).
     Random weights (no init_from, no hf_dir) are evaluated with a loud warning, in the log
-    and in the record.
+    and in the record. Weights are evaluated in `model.dtype`, the dtype training computes in.
     """
+    import contextlib
     import logging
     import sys
     import time
 
+    import jax.numpy as jnp
+
     from jaxrepair.collect import spread_over_categories
     from jaxrepair.engine.jax_engine import engine_from_config
-    from jaxrepair.envs import load_tasks
-    from jaxrepair.envs.farm import farm_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
-    from jaxrepair.model import init_params, load_hf, make_mesh
-    from jaxrepair.train.checkpoint import TOKENIZER_SUBDIR, find_checkpoint_dir, load_params
+    from jaxrepair.train.run_setup import (
+        corpus_path,
+        corpus_tasks,
+        farm_drivers,
+        make_farm,
+        resolve_model,
+        run_mesh,
+        tokenizer_spec,
+    )
     from jaxrepair.train.rundir import append_jsonl
-    from jaxrepair.train.sft import resolve_model
     from jaxrepair.train.storage import run_path, write_text_once
 
     log = logging.getLogger(__name__)
@@ -171,42 +189,22 @@ def run_eval(
         if pipeline not in PIPELINES:
             raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
     src = config.train.init_from or config.model.hf_dir
-    spec = config.tokenizer_spec
-    if (
-        config.tokenizer.spec is None
-        and src is not None
-        and not (Path(src) / "config.json").is_file()
-    ):
-        saved = find_checkpoint_dir(src) / TOKENIZER_SUBDIR
-        spec = str(saved) if saved.is_dir() else spec
-    corpus = config.envs.corpus or str(
-        Path(__file__).resolve().parents[1] / "data" / "tasks" / "corpus"
-    )
-    tasks = [t for t in load_tasks(corpus) if t.split == "test"]
-    if not tasks:
-        raise ValueError(f"no test-split tasks in {corpus}")
-    tasks = spread_over_categories(tasks, limit)
+    spec = tokenizer_spec(config)
+    tasks = spread_over_categories(corpus_tasks(config.envs, "test"), limit)
     tok = load_tokenizer(spec)
-    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
-    mesh = make_mesh(config.mesh.shape())
-    step = None
-    if hf_src is not None:
-        kind, source = "hf", hf_src
-        cfg, params = load_hf(hf_src, mesh=mesh)
-    elif orbax_src is not None:
-        kind, source = "orbax", orbax_src
-        cfg, params, step = load_params(orbax_src, mesh=mesh)
-    else:
-        kind, source = "random", None
+    source = resolve_model(config, tok.vocab_size)
+    cfg, mesh = source.cfg, run_mesh(config)
+    if source.kind == "random":
         log.warning(
             "%s (preset %r, seed %d)", RANDOM_INIT_WARNING, config.model.preset, config.train.seed
         )
-        params = init_params(cfg, jax.random.key(config.train.seed), mesh=mesh)
+    params, step = source.load(mesh, jnp.dtype(config.model.dtype), config.train.seed)
     sampling = SamplingSettings(max_new_tokens=config.grpo.max_new_tokens, temperature=0.0)
     engine = engine_from_config(
         config.engine, params, cfg, config.data.seq_len + sampling.max_new_tokens
     )
-    with farm_from_config(config.envs, episode_caps=True, latency_seed=jax.process_index()) as farm:
+    out = run_path(config.train.out_dir)  # every process holds the same results; one writes
+    with contextlib.closing(make_farm(config.envs, out).start()) as farm:
         results = evaluate(
             params,
             cfg,
@@ -218,26 +216,31 @@ def run_eval(
             max_seq_len=config.data.seq_len,
             mesh=mesh,
             engine=engine,
+            farm_drivers=farm_drivers(config.envs),
         )
     record: dict[str, Any] = {
         "evaluated": {
-            "kind": kind,
-            "source": source,
+            "kind": source.kind,
+            "source": source.path,
             "step": step,
             "init_from": src,
             "params": cfg.num_params(),
             "tokenizer": spec,
         },
-        "random_init": kind == "random",
-        **({"warning": RANDOM_INIT_WARNING} if kind == "random" else {}),
-        "tasks": {"corpus": corpus, "split": "test", "limit": limit, "ids": [t.id for t in tasks]},
+        "random_init": source.kind == "random",
+        **({"warning": RANDOM_INIT_WARNING} if source.kind == "random" else {}),
+        "tasks": {
+            "corpus": corpus_path(config.envs),
+            "split": "test",
+            "limit": limit,
+            "ids": [t.id for t in tasks],
+        },
         "sampling": {"max_new_tokens": sampling.max_new_tokens, "temperature": 0.0},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": sys.argv,
         "config": config.to_dict(),
         "results": results,
     }
-    out = run_path(config.train.out_dir)  # every process holds the same results; one writes
     if multihost.is_primary():
         out.mkdir(parents=True, exist_ok=True)
         latest, history = out / "eval.json", out / "evals.jsonl"

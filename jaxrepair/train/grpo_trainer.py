@@ -43,17 +43,21 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxrepair import multihost
+from jaxrepair.config import GRPOConfig, RunConfig
 from jaxrepair.envs.protocol import EpisodeTally
+from jaxrepair.envs.task import Task
+from jaxrepair.envs.tokenizer import Tokenizer
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import gather_to_host
+from jaxrepair.train.analysis import HackingMonitor
 from jaxrepair.train.collector import Collector, merge_accounting, merge_metrics
 from jaxrepair.train.grpo import group_advantages, group_stats, grpo_loss
 from jaxrepair.train.losses import DEFAULT_CHUNK, token_logprobs
@@ -63,7 +67,7 @@ from jaxrepair.train.rollout import (
     RolloutStats,
     SamplingSettings,
 )
-from jaxrepair.train.trainer import global_batch
+from jaxrepair.train.trainer import Trainer, global_batch
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,22 @@ def rollouts_to_batch(
     }
 
 
+def sampled_by(rollouts: Sequence[Rollout], shape: tuple[int, int], version: int) -> np.ndarray:
+    """[N, T] mask of the batch's target positions (as `rollouts_to_batch` lays them out)
+    whose token policy version `version` sampled."""
+    out = np.zeros(shape, bool)
+    for i, r in enumerate(rollouts):
+        pos = np.flatnonzero(np.asarray(r.target_mask, np.int32) > 0)
+        if r.versions and len(pos) == len(r.versions):
+            out[i, pos] = np.asarray(r.versions) == version
+    return out
+
+
+def token_staleness(rollouts: Sequence[Rollout], learner_version: int) -> np.ndarray:
+    """Learner steps between each generated token's sampling policy and `learner_version`."""
+    return np.asarray([learner_version - v for r in rollouts for v in r.versions], np.int64)
+
+
 @dataclasses.dataclass
 class StepRollouts:
     """What one GRPO step collected: the groups it trains on (tasks_per_step x group_size,
@@ -195,7 +215,9 @@ def collect_step(
 
 
 # ----------------------------------------------------------------------------- loss
-def grpo_loss_fn(cfg: Qwen3Config, grpo: Any, chunk: int | None = DEFAULT_CHUNK, mesh: Any = None):
+def grpo_loss_fn(
+    cfg: Qwen3Config, grpo: GRPOConfig, chunk: int | None = DEFAULT_CHUNK, mesh: Mesh | None = None
+):
     """loss_fn(params, batch, rng) for trainer.Trainer: log-probs at the sampling temperature
     (chunked lm head, with entropy) -> grpo_loss with the config's options."""
 
@@ -245,13 +267,13 @@ class GRPOLearner:
     def __init__(
         self,
         cfg: Qwen3Config,
-        trainer: Any,
-        grpo: Any,
+        trainer: Trainer,
+        grpo: GRPOConfig,
         pad_id: int,
         max_len: int,
         *,
         chunk: int | None = DEFAULT_CHUNK,
-        mesh: Any = None,
+        mesh: Mesh | None = None,
         ref_params: Any = None,
         clock: AcceleratorClock | None = None,
         seed: int = 0,
@@ -295,13 +317,17 @@ class GRPOLearner:
         step: int,
         sampled: Sequence[Rollout] | None = None,
         between_updates: Callable[[], Any] | None = None,
+        behaviour_version: int | None = None,
     ) -> dict[str, float]:
         """One GRPO step on `rollouts` (task-major, group_size per task) sampled with
         `behaviour_params`; returns host metrics. Reward metrics describe `sampled` (everything
         the step sampled, refill rounds included; default `rollouts`): with DAPO refill the
         trained groups are selected for mixed outcomes, so their reward is not the policy's.
         `between_updates` runs after every minibatch update (GRPO overlap polls the next
-        batch's collector there)."""
+        batch's collector there). With partial rollouts the tokens come from several policy
+        versions: `behaviour_params` is then the newest (the proximal policy of decoupled PPO;
+        the sampler's log-probs correct the older tokens through TIS) and `behaviour_version`
+        its version, so the sampler-vs-trainer check compares only that version's tokens."""
         g = self.grpo
         n = len(rollouts)
         if n % g.group_size:
@@ -319,6 +345,8 @@ class GRPOLearner:
             if self.ref_params is not None:
                 batch["ref_logprobs"] = self.logprobs(self.ref_params, batch, mb)
         m = batch["loss_mask"] > 0
+        if behaviour_version is not None:
+            m &= sampled_by(rollouts, m.shape, behaviour_version)
         gap = np.abs(old - batch["sampler_logprobs"])[m]
         gap_mean = float(gap.mean()) if gap.size else 0.0
         if gap_mean > SAMPLER_GAP_WARN:
@@ -425,24 +453,17 @@ class GRPOState:
         self.cursor = int(state.get("task_cursor", self.step * self.tasks_per_step))
 
 
-def load_train_tasks(config: Any) -> list[Any]:
+def load_train_tasks(config: RunConfig) -> list[Task]:
     """Train-split tasks of envs.corpus (None = the bundled corpus), optionally only grpo.tasks."""
-    from jaxrepair.envs import load_tasks
+    from jaxrepair.train.run_setup import corpus_path, corpus_tasks
 
-    corpus = config.envs.corpus or str(
-        Path(__file__).resolve().parents[1] / "data" / "tasks" / "corpus"
-    )
-    tasks = load_tasks(corpus)
-    by_id = {t.id: t for t in tasks}
-    if config.grpo.tasks:
-        missing = [t for t in config.grpo.tasks if t not in by_id]
-        if missing:
-            raise ValueError(f"grpo.tasks: no task {missing} in {corpus}")
-        return [by_id[t] for t in config.grpo.tasks]
-    train = [t for t in tasks if t.split == "train"]
-    if not train:
-        raise ValueError(f"no train-split tasks in {corpus}")
-    return train
+    if not config.grpo.tasks:
+        return corpus_tasks(config.envs, "train")
+    by_id = {t.id: t for t in corpus_tasks(config.envs)}
+    missing = [t for t in config.grpo.tasks if t not in by_id]
+    if missing:
+        raise ValueError(f"grpo.tasks: no task {missing} in {corpus_path(config.envs)}")
+    return [by_id[t] for t in config.grpo.tasks]
 
 
 class RolloutLog:
@@ -469,7 +490,8 @@ class RolloutLog:
 
 
 def plot_reward_curve(metrics_path: Any, out_png: Any) -> Any | None:
-    """Reward mean and pass rate per GRPO step (last row per step wins after a resume)."""
+    """Reward mean, pass rate and the reward-hacking rate per GRPO step (last row per step wins
+    after a resume)."""
     if not metrics_path.is_file():
         return None
     rows: dict[int, dict] = {}
@@ -489,6 +511,22 @@ def plot_reward_curve(metrics_path: Any, out_png: Any) -> Any | None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, [rows[s]["reward_mean"] for s in steps], marker="o", label="reward mean")
     ax.plot(steps, [rows[s].get("pass_rate", math.nan) for s in steps], ls="--", label="pass rate")
+    evals = [s for s in steps if "heldout_avg_at_k" in rows[s]]
+    if evals:
+        ax.plot(
+            evals,
+            [rows[s]["heldout_avg_at_k"] for s in evals],
+            marker="s",
+            color="tab:green",
+            label="held-out avg@k",
+        )
+    ax.plot(
+        steps,
+        [rows[s].get("hack_rate", math.nan) for s in steps],
+        ls=":",
+        color="tab:red",
+        label="reward hacking (guard rate)",
+    )
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("reward")
     ax.set_ylim(-0.05, 1.05)
@@ -503,7 +541,9 @@ def plot_reward_curve(metrics_path: Any, out_png: Any) -> Any | None:
     return out_png
 
 
-def warn_all_truncated(step: int, sampled: Sequence[Rollout], grpo: Any, max_len: int) -> str:
+def warn_all_truncated(
+    step: int, sampled: Sequence[Rollout], grpo: GRPOConfig, max_len: int
+) -> str:
     """Log (once per run, by the caller) that a step's rollouts were all truncated: reward 0
     everywhere, so the run looks fine but learns nothing. Returns the message."""
     reasons: dict[str, int] = {}
@@ -536,14 +576,14 @@ def _copy_tree(params: Any) -> Any:
 
 
 def run_grpo(
-    config: Any,
+    config: RunConfig,
     *,
-    tokenizer: Any = None,
-    mesh: Any = None,
+    tokenizer: str | Tokenizer | None = None,
+    mesh: Mesh | None = None,
     progress: bool = True,
     stop_after: int | None = None,
     farm: Any = None,
-    tasks: Sequence[Any] | None = None,
+    tasks: Sequence[Task] | None = None,
     existing: str = "check",
 ) -> dict[str, Any]:
     """`jaxrepair grpo CONFIG.toml`: GRPO in the configured pipeline; returns a summary dict.
@@ -557,33 +597,20 @@ def run_grpo(
     settings is refused, or handled as `existing` says (see `jaxrepair.train.rundir`).
     """
     from jaxrepair.engine.jax_engine import engine_from_config
-    from jaxrepair.envs.farm import farm_from_config
-    from jaxrepair.envs.tokenizer import load_tokenizer
-    from jaxrepair.model import init_params, load_hf, make_mesh
-    from jaxrepair.model.qwen3 import param_shapes
-    from jaxrepair.train.checkpoint import PreemptionSync, load_params, save_run_tokenizer
-    from jaxrepair.train.rundir import finish_run, prepare_run_dir
-    from jaxrepair.train.sft import resolve_model
-    from jaxrepair.train.trainer import (
-        DIGEST_ENV,
-        MetricsLogger,
-        Trainer,
-        optimizer_from_config,
-        shard_digests,
-    )
+    from jaxrepair.train.checkpoint import PreemptionSync
+    from jaxrepair.train.run_setup import farm_drivers, make_farm, start_training
+    from jaxrepair.train.rundir import finish_run
+    from jaxrepair.train.trainer import DIGEST_ENV, MetricsLogger, shard_digests
 
     t_start = time.perf_counter()
-    run = prepare_run_dir(config, "grpo", existing)  # refuses a directory holding another run
-    config = run.config
+    # refuses a directory holding another run
+    setup = start_training(config, "grpo", existing, tokenizer=tokenizer, mesh=mesh)
+    run, config, tok, mesh = setup.run, setup.config, setup.tokenizer, setup.mesh
     g, tr = config.grpo, config.train
-    tok = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer_spec)
     task_list = list(tasks) if tasks is not None else load_train_tasks(config)
     if len(task_list) < 1:
         raise ValueError("GRPO needs at least one task")
-    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
-    mesh = mesh if mesh is not None else make_mesh(config.mesh.shape())
-    param_dtype = jnp.dtype(config.model.param_dtype)
-    compute = jnp.dtype(config.model.dtype)
+    cfg = setup.source.cfg
     max_len = config.data.seq_len
     chunk = min(DEFAULT_CHUNK, max_len)
     n_rollouts = g.tasks_per_step * g.group_size
@@ -591,48 +618,12 @@ def run_grpo(
     total_updates = tr.steps * g.epochs_per_batch * (n_rollouts // mb)
     out_dir = run.path
 
-    trainer = Trainer(
-        cfg,
-        None,
-        grpo_loss_fn(cfg, g, chunk, mesh),
-        optimizer_from_config(config.optim, max(total_updates, 1)),
-        mesh=mesh,
-        compute_dtype=None if compute == param_dtype else compute,
-        accum_steps=config.optim.grad_accum,
-        out_dir=out_dir,
-        seed=tr.seed,
-        checkpoint_keep=tr.checkpoint_keep,
-        progress=False,
-        extra_meta={"kind": "grpo"},
-    )
+    trainer = setup.trainer(grpo_loss_fn(cfg, g, chunk, mesh), total_updates)
     state = GRPOState(len(task_list), g.tasks_per_step, tr.seed)
-    abstract = param_shapes(cfg, param_dtype)
-    resumed = bool(tr.resume and trainer.restore(state, abstract))
-    if resumed and state.step >= tr.steps:
-        log.warning(
-            "%s is already at GRPO step %d of train.steps=%d: nothing to train (raise "
-            "train.steps to continue it)",
-            out_dir,
-            state.step,
-            tr.steps,
-        )
-
-    def initial_params() -> Any:
-        if hf_src is not None:
-            return load_hf(hf_src, mesh=mesh, dtype=param_dtype)[1]
-        if orbax_src is not None:
-            return load_params(orbax_src, mesh=mesh, dtype=param_dtype)[1]
-        return init_params(cfg, jax.random.key(tr.seed), mesh=mesh, dtype=param_dtype)
-
+    resumed = setup.restore_or_init(trainer, state, lambda: state.step, "GRPO step")
     ref_params = None
-    if not resumed:
-        params0 = initial_params()
-        if g.kl_beta > 0:
-            ref_params = _copy_tree(params0)
-        trainer.set_params(params0)
-    elif g.kl_beta > 0:
-        ref_params = initial_params()  # the reference is the run's starting point, not the resume
-    save_run_tokenizer(out_dir, tok, hf_src or orbax_src)
+    if g.kl_beta > 0:  # the reference is the run's starting point, also after a resume
+        ref_params = setup.initial_params() if resumed else _copy_tree(trainer.params)
 
     clock = AcceleratorClock()
     learner = GRPOLearner(
@@ -648,14 +639,11 @@ def run_grpo(
         seed=tr.seed,
     )
     sampling = SamplingSettings.from_grpo(g)
+    # processes 0..drivers-1 drive a farm; a farm passed in is this process's (`make_farm`)
+    drivers = farm_drivers(config.envs)
     own_farm = farm is None
     if own_farm:
-        farm = farm_from_config(
-            config.envs,
-            episode_caps=g.pipeline == "full",
-            cache_dir=out_dir / "validation_cache",
-            latency_seed=jax.process_index(),
-        ).start()
+        farm = make_farm(config.envs, out_dir).start()
     base_key = jax.random.key(tr.seed)
     engine = engine_from_config(
         config.engine, trainer.params, cfg, max_len + sampling.max_new_tokens, version=state.step
@@ -681,6 +669,7 @@ def run_grpo(
             episode_prefix=f"s{step}" if rnd == 0 else f"s{step}r{rnd}",
             clock=clock,
             truncate_unfinished=not g.submit_unfinished,
+            farm_drivers=drivers,
         ).start()
 
     def collect_batch(
@@ -702,6 +691,47 @@ def run_grpo(
             g.sampling_rounds if g.dynamic_sampling else None,
         )
 
+    heldout_tasks: list[Task] = []
+
+    def heldout(version: int, ahead: tuple[Collector, Any, int] | None) -> dict[str, float]:
+        """train.eval_every: held-out avg@k and pass@k of the current weights (the test split,
+        this run's pipeline and sampling; the same seed every time, so that evaluations differ
+        by the weights only). The next batch's collector gets its weights back afterwards."""
+        from jaxrepair.collect import spread_over_categories
+        from jaxrepair.train.evaluate import evaluate
+        from jaxrepair.train.run_setup import corpus_tasks
+
+        if not heldout_tasks:
+            heldout_tasks.extend(
+                spread_over_categories(corpus_tasks(config.envs, "test"), g.eval_limit)
+            )
+        t0 = time.perf_counter()
+        res = evaluate(
+            trainer.params,
+            cfg,
+            tok,
+            heldout_tasks,
+            farm,
+            pipelines=(g.pipeline,),
+            sampling=sampling,
+            max_seq_len=max_len,
+            seed=tr.seed,
+            label=f"heldout-s{version}",
+            mesh=mesh,
+            samples=g.eval_samples if sampling.temperature > 0 else 1,
+            engine=engine,
+            policy_version=version,
+            farm_drivers=drivers,
+        )[g.pipeline]
+        if ahead is not None:
+            ahead[0].set_policy(trainer.params if ahead[1] is None else ahead[1], ahead[2])
+        return {
+            "heldout_avg_at_k": res["success_rate"],
+            "heldout_pass_at_k": res["tasks_solved_rate"],
+            "heldout_samples": float(res["samples_per_task"]),
+            "heldout_s": time.perf_counter() - t0,
+        }
+
     start = state.step
     end = tr.steps if stop_after is None else min(tr.steps, start + stop_after)
     primary = multihost.is_primary()
@@ -709,6 +739,7 @@ def run_grpo(
     traj = RolloutLog(out_dir) if primary else None
     history: list[dict[str, float]] = []
     totals = EpisodeTally()  # every episode of every step, from the driver's own counts
+    hacking = HackingMonitor()  # warns once when the share of guard-tripping answers rises
     preempted = False
     t_loop0 = time.perf_counter()
     # next step's collector, its params and their learner version
@@ -723,6 +754,8 @@ def run_grpo(
                     behaviour, version, first = trainer.params, step, None
                 else:
                     first, behaviour, version = ahead
+                if version == step:  # on-policy, or partial rollouts took this step's weights
+                    behaviour = trainer.params
                 got = collect_batch(step, behaviour, version, state.cursor, first)
                 rollouts, cstats = got.trained, got.stats
                 stale = [r.staleness(step) for r in got.sampled if r.versions]
@@ -740,10 +773,23 @@ def run_grpo(
                     )
                     nxt.run(until_generated=True)  # its builds now run while we train
                     ahead = (nxt, snap, step)
-                    between = lambda c=nxt: c.poll(0.0)  # noqa: E731
+                    # with partial rollouts the turns after the first wait for the new weights:
+                    # between updates only the farm's results are taken in, so which version
+                    # samples a token never depends on how fast the builds were
+                    between = lambda c=nxt: c.poll(0.0, generate=not g.partial_rollouts)  # noqa: E731
                 metrics = learner.update(
-                    rollouts, behaviour, step, sampled=got.sampled, between_updates=between
+                    rollouts,
+                    behaviour,
+                    step,
+                    sampled=got.sampled,
+                    between_updates=between,
+                    behaviour_version=version,
                 )
+                if ahead is not None and g.partial_rollouts:
+                    # the next batch's episodes in flight continue under the new weights (no
+                    # copy: no update runs before that collector's result() next step)
+                    ahead[0].set_policy(trainer.params, step + 1)
+                    ahead = (ahead[0], None, step + 1)
                 metrics["sampling_rounds"] = got.rounds
                 metrics["groups_sampled"] = len(got.sampled) // g.group_size
                 if metrics["truncated_frac"] >= 1.0:
@@ -754,11 +800,28 @@ def run_grpo(
                 state.cursor = got.cursor
                 t_step1 = time.perf_counter()
                 metrics.update(cstats.to_dict())
+                if tr.eval_every and state.step % tr.eval_every == 0:
+                    metrics.update(heldout(state.step, ahead))
                 metrics["idle_frac"] = clock.idle_fraction(t_step0, t_step1)
                 metrics["step_s"] = t_step1 - t_step0
                 metrics["overlap"] = float(g.overlap)
                 metrics["staleness_max"] = float(max(stale, default=0))
                 metrics["staleness_mean"] = float(np.mean(stale)) if stale else 0.0
+                metrics.update(
+                    hacking.update(
+                        state.step,
+                        [
+                            (r.info.get("guard") or "other") if r.tampered else None
+                            for r in got.sampled
+                            if r.valid
+                        ],
+                    )
+                )
+                tok_stale = token_staleness(got.sampled, step)
+                metrics["token_staleness_mean"] = float(tok_stale.mean()) if tok_stale.size else 0.0
+                metrics["stale_token_frac"] = (
+                    float((tok_stale > 0).mean()) if tok_stale.size else 0.0
+                )
                 totals += cstats.tally
                 if not cstats.complete:
                     raise RuntimeError(

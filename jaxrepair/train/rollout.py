@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from jaxrepair.config import GRPOConfig
 from jaxrepair.engine.api import Sampling
 from jaxrepair.envs.chat import render
+from jaxrepair.envs.chat_template import EMPTY_THINK
 from jaxrepair.envs.protocol import EpisodeTally, Outcome
 
 __all__ = [
@@ -35,6 +37,9 @@ class SamplingSettings(Sampling):
     # most sequences in one generate call: a larger ready queue is drained over several calls
     # (the prefill's attention scores grow with batch x prompt length)
     max_batch: int = 64
+    # Qwen3's thinking switch: False renders every generation prompt as the template does with
+    # enable_thinking=False (an empty <think></think> block the model continues after)
+    thinking: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -42,7 +47,7 @@ class SamplingSettings(Sampling):
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
     @classmethod
-    def from_grpo(cls, grpo: Any) -> SamplingSettings:
+    def from_grpo(cls, grpo: GRPOConfig) -> SamplingSettings:
         return cls(
             max_new_tokens=grpo.max_new_tokens,
             temperature=grpo.temperature,
@@ -275,7 +280,7 @@ class RolloutStats:
 
 # ----------------------------------------------------------------------------- helpers
 def continuation_ids(
-    tokenizer: Any, new_messages: list[dict], ended_with_im_end: bool
+    tokenizer: Any, new_messages: list[dict], ended_with_im_end: bool, thinking: bool = True
 ) -> list[int]:
     """Token ids that follow a generated assistant turn: the rest of the turn's template
     (`<|im_end|>` if the model stopped otherwise, then a newline), the env's new messages
@@ -284,8 +289,8 @@ def continuation_ids(
     generated ids gives the same ids as the whole conversation would."""
     head = "\n" if ended_with_im_end else "<|im_end|>\n"
     body = (
-        render(new_messages, None, add_generation_prompt=True)
+        render(new_messages, None, add_generation_prompt=True, enable_thinking=thinking)
         if new_messages
-        else ("<|im_start|>assistant\n")
+        else "<|im_start|>assistant\n" + ("" if thinking else EMPTY_THINK)
     )
     return list(tokenizer.encode(head + body))

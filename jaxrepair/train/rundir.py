@@ -37,6 +37,7 @@ from typing import Any
 from etils import epath
 
 from jaxrepair import multihost
+from jaxrepair.config import RunConfig
 from jaxrepair.errors import UserError
 from jaxrepair.train.storage import is_uri, run_path, write_text_once
 
@@ -84,13 +85,13 @@ class RunDir:
     """Where a training session writes and why."""
 
     path: epath.Path
-    config: Any  # the RunConfig, with train.out_dir set to `path`
+    config: RunConfig  # with train.out_dir set to `path`
     kind: str
     state: str  # "new", "resume" or "force-resume"
     changes: dict[str, list[Any]]  # "section.key" -> [in the directory, in this config]
 
 
-def flat_config(config: Any) -> dict[str, Any]:
+def flat_config(config: RunConfig) -> dict[str, Any]:
     """`section.key` -> value of a RunConfig (tuples as lists)."""
     return {f"{s}.{k}": v for s, sec in config.to_dict().items() for k, v in sec.items()}
 
@@ -183,7 +184,7 @@ def in_use(path: epath.Path) -> bool:
     return _has_checkpoints(path) or (path / SUMMARY_FILE).is_file()
 
 
-def decide(config: Any, kind: str, existing: str = "check") -> dict[str, Any]:
+def decide(config: RunConfig, kind: str, existing: str = "check") -> dict[str, Any]:
     """Process 0's decision for `config.train.out_dir`: {"version": k or None, "state",
     "changes"}; raises RunDirInUse naming what differs."""
     path = run_path(config.train.out_dir)
@@ -220,7 +221,7 @@ def decide(config: Any, kind: str, existing: str = "check") -> dict[str, Any]:
     return {"version": None, "state": state, "changes": changes}
 
 
-def prepare_run_dir(config: Any, kind: str, existing: str = "check") -> RunDir:
+def prepare_run_dir(config: RunConfig, kind: str, existing: str = "check") -> RunDir:
     """Decide where this session writes (see the module docstring), then write config.toml
     and a start line to history.jsonl. Every process must call it (a collective)."""
     if kind not in KINDS:

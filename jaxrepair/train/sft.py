@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxrepair.config import RunConfig
+from jaxrepair.envs.tokenizer import Tokenizer
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.train.losses import DEFAULT_CHUNK, chunked_cross_entropy
 
@@ -332,50 +333,10 @@ def make_eval_fn(rows: PackedRows, cfg: Qwen3Config, batch_size: int, chunk: int
 
 
 # ----------------------------------------------------------------------------- entry point
-def resolve_model(config: Any, vocab_needed: int) -> tuple[Qwen3Config, str | None, str | None]:
-    """(model config, HF dir to load, orbax dir to load) from a RunConfig.
-
-    A random init of a preset whose vocabulary is smaller than the tokenizer's is widened (to a
-    multiple of 128, with a warning); a pretrained model that is too small is an error.
-    """
-    from jaxrepair.train.checkpoint import find_checkpoint_dir, load_meta_config
-
-    m = config.model
-    exec_fields = dict(remat=m.remat, attention_impl=m.attention_impl, scan_layers=m.scan_layers)
-    init_from = config.train.init_from or m.hf_dir
-    if init_from is not None:
-        p = Path(init_from)
-        if "://" not in str(init_from) and (p / "config.json").is_file():
-            cfg = Qwen3Config.from_hf_dir(p).replace(**exec_fields)
-            src: tuple[str | None, str | None] = (str(p), None)
-        else:  # an orbax run or checkpoint directory (local or a storage URI)
-            ck = find_checkpoint_dir(init_from)
-            cfg = load_meta_config(ck).replace(**exec_fields)
-            src = (None, str(ck))
-        if vocab_needed > cfg.vocab_size:
-            raise ValueError(
-                f"tokenizer has {vocab_needed} tokens but the model at {init_from} has "
-                f"vocab_size={cfg.vocab_size}: use the checkpoint's own tokenizer"
-            )
-        return cfg, *src
-    cfg = Qwen3Config.preset(m.preset, **exec_fields)
-    if vocab_needed > cfg.vocab_size:
-        new = -(-vocab_needed // 128) * 128
-        log.warning(
-            "preset %r has vocab_size=%d < the tokenizer's %d; random init with vocab_size=%d",
-            m.preset,
-            cfg.vocab_size,
-            vocab_needed,
-            new,
-        )
-        cfg = cfg.replace(vocab_size=new)
-    return cfg, None, None
-
-
 def run_sft(
-    config: Any,
+    config: RunConfig,
     *,
-    tokenizer: Any = None,
+    tokenizer: str | Tokenizer | None = None,
     mesh: Mesh | None = None,
     stop_after: int | None = None,
     progress: bool = True,
@@ -383,28 +344,22 @@ def run_sft(
 ) -> dict[str, Any]:
     """`jaxrepair sft CONFIG.toml`: SFT from trajectory JSONL with resume; returns a summary.
 
-    `config` is a `jaxrepair.config.RunConfig`. Resumes from `train.out_dir/checkpoints` when
-    `train.resume` and a good checkpoint exists; otherwise starts from `train.init_from` /
-    `model.hf_dir` (HF or orbax) or a random init of `model.preset`. `tokenizer` (a spec or a
-    loaded Tokenizer) overrides the config's tokenizer, `mesh` the mesh built from `[mesh]`;
-    `stop_after` stops after that many steps in this call (a checkpoint is saved).
-    An out_dir holding a run with other settings is refused, or handled as `existing` says
-    (see `jaxrepair.train.rundir`).
+    Resumes from `train.out_dir/checkpoints` when `train.resume` and a good checkpoint exists;
+    otherwise starts from `train.init_from` / `model.hf_dir` (HF or orbax) or a random init of
+    `model.preset` (see `run_setup`). `tokenizer` (a spec or a loaded Tokenizer) overrides the
+    config's tokenizer, `mesh` the mesh built from `[mesh]`; `stop_after` stops after that many
+    steps in this call (a checkpoint is saved). An out_dir holding a run with other settings is
+    refused, or handled as `existing` says (see `jaxrepair.train.rundir`).
     """
-    from jaxrepair.envs.tokenizer import load_tokenizer
-    from jaxrepair.model import init_params, load_hf, make_mesh
-    from jaxrepair.model.qwen3 import param_shapes
-    from jaxrepair.train.checkpoint import load_params, save_run_tokenizer
-    from jaxrepair.train.rundir import finish_run, prepare_run_dir
-    from jaxrepair.train.trainer import Trainer, optimizer_from_config
+    from jaxrepair.train.run_setup import start_training
+    from jaxrepair.train.rundir import finish_run
 
     t_start = time.perf_counter()
-    d, tr = config.data, config.train
-    if not d.train_paths:
+    if not config.data.train_paths:
         raise ValueError("data.train_paths is empty: give trajectory JSONL files to train on")
-    run = prepare_run_dir(config, "sft", existing)  # refuses a directory holding another run
-    config, tr = run.config, run.config.train
-    tok = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer_spec)
+    setup = start_training(config, "sft", existing, tokenizer=tokenizer, mesh=mesh)
+    config, tok, mesh, out_dir = setup.config, setup.tokenizer, setup.mesh, setup.run.path
+    d, tr = config.data, config.train
     thinking = config.sft.thinking
     rows = pack_documents(
         encode_trajectories(
@@ -426,49 +381,10 @@ def run_sft(
             tok.pad_id,
             d.packing,
         )
-    cfg, hf_src, orbax_src = resolve_model(config, tok.vocab_size)
-    if mesh is None:
-        mesh = make_mesh(config.mesh.shape())
-    param_dtype = jnp.dtype(config.model.param_dtype)
-    compute = jnp.dtype(config.model.dtype)
-    chunk = min(DEFAULT_CHUNK, d.seq_len)
-    out_dir = run.path
-    trainer = Trainer(
-        cfg,
-        None,
-        sft_loss_fn(cfg, chunk, mesh),
-        optimizer_from_config(config.optim, tr.steps),
-        mesh=mesh,
-        compute_dtype=None if compute == param_dtype else compute,
-        accum_steps=config.optim.grad_accum,
-        out_dir=out_dir,
-        seed=tr.seed,
-        checkpoint_every=tr.checkpoint_every,
-        checkpoint_keep=tr.checkpoint_keep,
-        log_every=tr.log_every,
-        progress=progress,
-        extra_meta={"kind": "sft"},
-    )
+    cfg, chunk = setup.source.cfg, min(DEFAULT_CHUNK, d.seq_len)
+    trainer = setup.trainer(sft_loss_fn(cfg, chunk, mesh), tr.steps, progress)
     loader = PackedLoader(rows, d.batch_size, seed=tr.seed, shuffle=d.shuffle)
-    abstract = param_shapes(cfg, param_dtype)
-    resumed = tr.resume and trainer.restore(loader, abstract)
-    if resumed and trainer.step >= tr.steps:
-        log.warning(
-            "%s is already at step %d of train.steps=%d: nothing to train (raise train.steps "
-            "to continue it)",
-            out_dir,
-            trainer.step,
-            tr.steps,
-        )
-    if not resumed:
-        if hf_src is not None:
-            _, params = load_hf(hf_src, mesh=mesh, dtype=param_dtype)
-        elif orbax_src is not None:
-            _, params, _ = load_params(orbax_src, mesh=mesh, dtype=param_dtype)
-        else:
-            params = init_params(cfg, jax.random.key(tr.seed), mesh=mesh, dtype=param_dtype)
-        trainer.set_params(params)
-    save_run_tokenizer(out_dir, tok, hf_src or orbax_src)
+    resumed = setup.restore_or_init(trainer, loader, lambda: trainer.step, "step")
     eval_fn = None
     if eval_rows is not None:
         eval_fn = make_eval_fn(eval_rows, cfg, d.batch_size, chunk, mesh)
@@ -477,12 +393,12 @@ def run_sft(
     finally:
         trainer.close()
     summary.update(
-        resumed=bool(resumed),
+        resumed=resumed,
         data=rows.stats,
         params=cfg.num_params(),
         wall_s=time.perf_counter() - t_start,
         checkpoint_dir=str(out_dir / "checkpoints"),
-        run_dir_state=run.state,
+        run_dir_state=setup.run.state,
     )
-    finish_run(run, summary)
+    finish_run(setup.run, summary)
     return summary

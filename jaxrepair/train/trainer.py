@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxrepair.config import OptimConfig
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import param_shardings
 from jaxrepair.multihost import is_primary
@@ -55,10 +56,15 @@ BATCH_AXES = ("data", "fsdp")
 DIGEST_ENV = "JAXREPAIR_PARAMS_DIGEST"
 
 
-class DataLoader(Protocol):
-    def next_batch(self) -> dict[str, np.ndarray]: ...
+class Resumable(Protocol):
+    """A run's position that checkpoints save and resumes restore (SFT's loader, GRPO's state)."""
+
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class DataLoader(Resumable, Protocol):
+    def next_batch(self) -> dict[str, np.ndarray]: ...
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -121,7 +127,7 @@ def make_optimizer(
     return optax.chain(*parts), sched
 
 
-def optimizer_from_config(optim: Any, total_steps: int):
+def optimizer_from_config(optim: OptimConfig, total_steps: int):
     """make_optimizer from a `jaxrepair.config.OptimConfig`."""
     return make_optimizer(
         lr=optim.lr,
@@ -452,7 +458,7 @@ class Trainer:
         self.state = {"step": step_arr, "params": params, "opt_state": opt_state}
         self._step = step
 
-    def restore(self, loader: DataLoader | None, params_abstract: Params) -> bool:
+    def restore(self, loader: Resumable | None, params_abstract: Params) -> bool:
         """Resume from the newest good checkpoint of this run; False when there is none."""
         sh = self._shardings(params_abstract)
         opt_abstract = jax.eval_shape(self.optimizer.init, params_abstract)
@@ -474,7 +480,7 @@ class Trainer:
         log.info("resumed at step %d", restored.step)
         return True
 
-    def save(self, loader: DataLoader | None) -> None:
+    def save(self, loader: Resumable | None) -> None:
         assert self.state is not None
         meta = {
             "rng": rng_to_json(self.rng),

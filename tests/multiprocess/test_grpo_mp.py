@@ -134,6 +134,9 @@ def _grpo(
     ]
     if engine:  # each process's engine spans 2 of its devices; weights reach it device to device
         argv += ["--set", "engine.tensor=2"]
+        # and one farm for the job, driven by process 0 (as with a Ray farm); process 1's
+        # episodes' builds run there too
+        argv += ["--set", "envs.drivers=primary"]
     if nproc > 1:  # each process's farm gets its own seeded latency pattern
         argv += ["--set", "envs.latency_jitter_s=0.4"]
     res = launch_cli(

@@ -492,3 +492,110 @@ def test_the_rollout_engine_gives_the_static_samplers_rollouts_and_reuses_turns(
         assert stats.cached_prompt_tokens > sum(r.prompt_len for r in served) // 2
         assert (stats.reshard_s > 0) == (version == 1) and engine.version == version
     assert len({tuple(r.tokens) for r in served}) == 6
+
+
+@pytest.mark.parametrize("use_engine", [False, True], ids=["generate", "engine"])
+def test_partial_rollouts_continue_in_flight_episodes_under_new_weights(tok, use_engine):
+    """A collect started with version 0 and handed version 1 after its first turns (GRPO's
+    partial rollouts): turn 1 is the version-0 run's, later tokens carry version 1, and every
+    token's log-prob is the trainer's under the weights that sampled it (the engine and the
+    static sampler agree)."""
+    from jaxrepair.engine.jax_engine import EngineConfig, JaxEngine
+    from jaxrepair.model import Qwen3Config, init_params
+    from jaxrepair.train.collector import Collector
+    from jaxrepair.train.grpo_trainer import sampled_by
+    from jaxrepair.train.losses import token_logprobs
+
+    cfg = Qwen3Config.preset("tiny", vocab_size=tok.vocab_size)
+    first, second = init_params(cfg, jax.random.key(0)), init_params(cfg, jax.random.key(1))
+    sampling = SamplingSettings(max_new_tokens=6, temperature=1.0, max_batch=4)
+    engine = (
+        JaxEngine(
+            first, cfg, EngineConfig(slots=4, block_size=16, num_blocks=256, max_seq_len=1024)
+        )
+        if use_engine
+        else None
+    )
+
+    def collector(params):
+        return Collector(
+            params,
+            cfg,
+            [FakeTask("a"), FakeTask("b")],
+            2,
+            FakeFarm(turns=3),
+            tok,
+            sampling,
+            jax.random.key(7),
+            truncate_unfinished=False,
+            engine=engine,
+        ).start()
+
+    whole, _ = collector(first).result()  # version 0 from start to end
+    c = collector(first)
+    c.run(until_generated=True)  # every episode's first turn sampled by version 0
+    c.set_policy(second, 1)
+    partial, stats = c.result()
+    assert stats.complete
+    assert stats.reshard_s > 0 if use_engine else stats.reshard_s == 0
+    batch = rollouts_to_batch(partial, np.zeros(len(partial), np.float32), tok.pad_id, 4096)
+    shape = batch["loss_mask"].shape
+    for a, b in zip(whole, partial, strict=True):
+        n1 = b.loss_mask.index(1)
+        turn1 = b.loss_mask[n1:].index(0)  # the first completion's length
+        assert b.tokens[: n1 + turn1] == a.tokens[: n1 + turn1]
+        assert b.versions == [0] * turn1 + [1] * (b.generated_tokens - turn1)
+        assert b.turns == 3
+    for version, params in enumerate((first, second)):
+        lp = np.asarray(
+            token_logprobs(params, cfg, batch["tokens"], None, None, batch["targets"], 1.0, None)
+        )
+        m = sampled_by(partial, shape, version)
+        assert m.sum() > 0
+        np.testing.assert_allclose(lp[m], batch["sampler_logprobs"][m], atol=1e-4)
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_thinking_switch_renders_every_generation_prompt_as_qwen3s_template(tok, thinking):
+    """Qwen3's published template (transformers' apply_chat_template) is the oracle: the first
+    prompt is its rendering with enable_thinking as chosen, and every later generation prompt
+    ends as its generation prompt does (an empty <think></think> block with thinking off)."""
+    pytest.importorskip("transformers")
+    hf = tok.to_transformers()
+    seen: list[list[int]] = []
+
+    def reply(prompt):
+        seen.append(list(prompt))
+        return "let me fix it"
+
+    rollouts, stats = collect(
+        None,
+        None,
+        [FakeTask("a")],
+        1,
+        FakeFarm(turns=3),
+        tok,
+        SamplingSettings(max_new_tokens=32, thinking=thinking),
+        jax.random.key(0),
+        generate_fn=scripted_generate(tok, reply, []),
+        max_seq_len=4096,
+    )
+    (r,) = rollouts
+    assert stats.complete and r.turns == 3 and len(seen) == 3
+    first = hf.apply_chat_template(
+        r.messages[:2],
+        tools=r.tools,
+        add_generation_prompt=True,
+        tokenize=False,
+        enable_thinking=thinking,
+    )
+    assert r.tokens[: r.prompt_len] == tok.encode(first) == seen[0]
+    suffix = hf.apply_chat_template(
+        [{"role": "user", "content": "x"}],
+        add_generation_prompt=True,
+        tokenize=False,
+        enable_thinking=thinking,
+    ).split("x<|im_end|>\n", 1)[1]
+    assert ("<think>" in suffix) == (not thinking)
+    for prompt in seen:
+        assert prompt[-len(tok.encode(suffix)) :] == tok.encode(suffix)
