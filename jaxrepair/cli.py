@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="reduced setting (about 3.5 minutes on 2 cores)"
     )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat the run with training seeds 0..N-1 and report mean and spread",
+    )
 
     _add_collect_parser(sub)
     for name, text in (
@@ -126,6 +132,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=None, help="evaluate N test tasks spread over categories"
     )
     p.add_argument("--pipeline", default="both", choices=["simplified", "full", "both"])
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="answers per task (1: greedy; more: sampled at grpo.temperature, for avg@k/pass@k)",
+    )
+    p.add_argument(
+        "--thinking",
+        default="on",
+        choices=["on", "off", "both"],
+        help="Qwen3's thinking switch; both evaluates each model with and without",
+    )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=CHECKPOINT",
+        help="also evaluate this run or HF directory with the same settings (repeatable; "
+        "the report's mismatch matrix compares them)",
+    )
+    p.add_argument(
+        "--endpoint",
+        default=None,
+        metavar="URL",
+        help="also evaluate an OpenAI-compatible server (its model: --endpoint-model); the "
+        "key comes from JAXREPAIR_TEACHER_API_KEY or OPENAI_API_KEY",
+    )
+    p.add_argument("--endpoint-model", default=None, help="the endpoint's model name")
 
     p = sub.add_parser("import-hf", help="Hugging Face directory -> orbax checkpoint")
     p.add_argument("hf_dir", help="a transformers save_pretrained directory (Qwen3)")
@@ -437,8 +471,11 @@ def _run(args: argparse.Namespace) -> int:
 
     maybe_initialize()
     if cmd == "demo":
-        from jaxrepair.demo import run_demo
+        from jaxrepair.demo import run_demo, run_demo_seeds
 
+        if args.seeds != 1:
+            run_demo_seeds(args.out, args.seeds, args.quick, args.config, args.overrides)
+            return 0
         run_demo(
             out_dir=args.out, quick=args.quick, config_path=args.config, overrides=args.overrides
         )
@@ -455,10 +492,32 @@ def _run(args: argparse.Namespace) -> int:
 
         summary = run_grpo(config, existing=existing)
     else:
-        from jaxrepair.train.evaluate import PIPELINES, run_eval
+        from jaxrepair.envs.teacher import TeacherClient
+        from jaxrepair.train.evaluate import PIPELINES, EvalOptions, run_eval
 
-        pipelines = PIPELINES if args.pipeline == "both" else (args.pipeline,)
-        summary = run_eval(config, limit=args.limit, pipelines=pipelines)
+        compare = []
+        for item in args.compare:
+            label, sep, path = item.partition("=")
+            if not sep or not label or not path:
+                raise UserError(f"--compare {item!r}: expected LABEL=CHECKPOINT")
+            compare.append((label, path))
+        endpoint = None
+        if args.endpoint is not None:
+            endpoint = TeacherClient(
+                base_url=args.endpoint,
+                model=args.endpoint_model or "",
+                temperature=config.grpo.temperature if args.samples > 1 else 0.0,
+                max_tokens=config.grpo.max_new_tokens,
+            )
+        options = EvalOptions(
+            limit=args.limit,
+            pipelines=PIPELINES if args.pipeline == "both" else (args.pipeline,),
+            samples=args.samples,
+            thinking=args.thinking,
+            compare=tuple(compare),
+            endpoint=endpoint,
+        )
+        summary = run_eval(config, options)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

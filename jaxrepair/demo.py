@@ -57,6 +57,9 @@ class DemoSettings:
     eval_samples: int = 4  # sampled answers per task for the avg@k columns
     workers: int = 2
     full_max_steps: int = 4
+    # held-out in distribution: unseen breakages of the train projects, kept out of SFT and GRPO
+    id_test_tasks: int = 8
+    seed: int = 0  # training seed (SFT and GRPO); the task splits do not depend on it
 
 
 FULL = DemoSettings(
@@ -89,6 +92,7 @@ QUICK = DemoSettings(
     full_max_steps=2,
     sampling_rounds=1,
     eval_samples=2,
+    id_test_tasks=1,
 )
 
 
@@ -173,6 +177,7 @@ def _plot(out: Path, grpo_metrics: Path, table: dict[str, Any], k: int) -> Path:
     cols = [
         ("held-out simplified, greedy", "test", "simplified"),
         (f"held-out simplified, avg@{k}", "test", f"simplified avg@{k}"),
+        (f"held-out (train projects) simplified, avg@{k}", "test_id", f"simplified avg@{k}"),
         ("held-out full, greedy", "test", "full"),
         (f"train simplified, avg@{k}", "train", f"simplified avg@{k}"),
     ]
@@ -216,9 +221,7 @@ def _print_table(console, table: dict[str, Any]) -> None:
     for model, splits in table.items():
         for split, pipes in splits.items():
             for pipe, s in pipes.items():
-                cats = " ".join(
-                    f"{c}:{v['success_rate']:.0%}" for c, v in s["per_category"].items()
-                )
+                cats = " ".join(f"{c}:{v['success_rate']:.0%}" for c, v in s["by_category"].items())
                 t.add_row(
                     model,
                     split,
@@ -267,6 +270,7 @@ def demo_configs(
         f"envs.workers={s.workers}",
         f"envs.max_steps={s.full_max_steps}",
         "tokenizer.spec=tiny",
+        f"train.seed={s.seed}",
     ]
     sft = [
         f"train.steps={s.sft_steps}",
@@ -354,20 +358,24 @@ def run_demo(
     tasks = corpus_tasks(sft_cfg.envs)
     tok = resolve_tokenizer(sft_cfg)
     fitting = _fitting(tasks, tok, s.seq_len - s.max_new_tokens)
-    train = _stratified([t for t in fitting if t.split == "train"], s.train_tasks, 0)
+    pool = [t for t in fitting if t.split == "train"]
+    test_id = _stratified(pool, s.id_test_tasks, 4)  # unseen breakages of the train projects
+    kept_out = {t.id for t in test_id}
+    train = _stratified([t for t in pool if t.id not in kept_out], s.train_tasks, 0)
     test = _stratified([t for t in fitting if t.split == "test"], s.test_tasks, 1)
     sandbox = make_sandbox(sft_cfg.envs.sandbox)
     valid_ok = None
     if primary:
         report = validate_corpus(
-            train + test, sandbox, repeats=1, workers=s.workers, sample=s.validate_sample
+            train + test_id + test, sandbox, repeats=1, workers=s.workers, sample=s.validate_sample
         )
         valid_ok = report.ok
     valid_ok = multihost.broadcast_object(valid_ok)
     timings["validate"] = time.perf_counter() - t0
     console.print(
         f"{len(tasks)} tasks, {len(fitting)} fit {s.seq_len} tokens; using {len(train)} train / "
-        f"{len(test)} held-out; validated sample ok: {valid_ok}"
+        f"{len(test_id)} held-out of the train projects / {len(test)} held-out of other "
+        f"projects; validated sample ok: {valid_ok}"
     )
 
     # 2. expert trajectories -------------------------------------------------------------
@@ -440,16 +448,28 @@ def run_demo(
             )["simplified"]
 
         held_k = avg_at_k(test, "test")
+        held_id = evaluate(
+            params,
+            tasks=test_id,
+            pipelines=("simplified",),
+            sampling=greedy,
+            label=f"{name}-test_id",
+            **common,
+        )["simplified"]
+        held_id_k = avg_at_k(test_id, "test_id")
         table[name] = {
             "test": {
                 "simplified": held["simplified"],
                 f"simplified avg@{k}": held_k,
                 "full": held["full"],
-            }
+            },
+            "test_id": {"simplified": held_id, f"simplified avg@{k}": held_id_k},
         }
         msg = (
             f"{name}: held-out simplified {held['simplified']['success_rate']:.1%} greedy, "
-            f"{held_k['success_rate']:.1%} avg@{k}; full {held['full']['success_rate']:.1%}"
+            f"{held_k['success_rate']:.1%} avg@{k}; full {held['full']['success_rate']:.1%}; "
+            f"held-out of the train projects {held_id['success_rate']:.1%} greedy, "
+            f"{held_id_k['success_rate']:.1%} avg@{k}"
         )
         if on_train:
             seen = avg_at_k(train, "train")
@@ -495,6 +515,8 @@ def run_demo(
         "corpus": {
             "tasks": len(tasks),
             "train_used": len(train),
+            "test_id_used": len(test_id),
+            "test_id_tasks": sorted(kept_out),
             "test_used": len(test),
             "validated_sample_ok": valid_ok,
         },
@@ -510,3 +532,89 @@ def run_demo(
         (out / "demo_running").unlink(missing_ok=True)
     console.print(f"wrote {out / MARKER} and {png}; total {timings['total'] / 60:.1f} min")
     return summary
+
+
+def run_demo_seeds(
+    out_dir: str | Path = "runs/demo",
+    seeds: int = 2,
+    quick: bool = False,
+    config_path: str | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """`jaxrepair demo --seeds N`: the demo N times with training seeds 0..N-1 (the same task
+    splits) into OUT/seed-I, then the mean, spread (sample standard deviation), min and max
+    of every success rate over the seeds: `seeds_summary.json`, a table and `seeds.png`.
+    A result that holds across seeds is one a reader can trust at this scale."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from jaxrepair import multihost
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    base = QUICK if quick else FULL
+    out = Path(out_dir)
+    if multihost.is_primary():
+        out = _prepare_out(out)
+        out.mkdir(parents=True, exist_ok=True)
+    out = Path(multihost.broadcast_object(str(out)))
+    runs = [
+        run_demo(
+            out / f"seed-{i}",
+            config_path=config_path,
+            overrides=overrides,
+            settings=dataclasses.replace(base, seed=i),
+        )
+        for i in range(seeds)
+    ]
+    spread: dict[str, dict[str, Any]] = {}
+    for model in runs[0]["eval"]:
+        for split, pipes in runs[0]["eval"][model].items():
+            for pipe in pipes:
+                vals = np.asarray(
+                    [r["eval"][model][split][pipe]["success_rate"] for r in runs], np.float64
+                )
+                spread[f"{model} | {split} | {pipe}"] = {
+                    "values": vals.tolist(),
+                    "mean": float(vals.mean()),
+                    "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                    "min": float(vals.min()),
+                    "max": float(vals.max()),
+                }
+    summary = {"seeds": seeds, "runs": [str(out / f"seed-{i}") for i in range(seeds)]}
+    summary["success"] = spread
+    console = Console(width=None if Console().is_terminal else 150)
+    table = Table(title=f"jaxrepair demo over {seeds} seeds: success rate")
+    for col in ("model | split | pipeline", "mean", "std", "min", "max"):
+        table.add_column(col)
+    for key, v in spread.items():
+        table.add_row(
+            key, f"{v['mean']:.1%}", f"{v['std']:.1%}", f"{v['min']:.1%}", f"{v['max']:.1%}"
+        )
+    console.print(table)
+    if multihost.is_primary():
+        (out / "seeds_summary.json").write_text(json.dumps(summary, indent=2))
+        _plot_seeds(out / "seeds.png", spread)
+    return summary
+
+
+def _plot_seeds(path: Path, spread: dict[str, dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(spread)
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(keys)), 4.5))
+    means = [spread[k]["mean"] for k in keys]
+    ax.bar(range(len(keys)), means, yerr=[spread[k]["std"] for k in keys], capsize=3)
+    for i, k in enumerate(keys):
+        ax.plot([i] * len(spread[k]["values"]), spread[k]["values"], "k.", ms=4)
+    ax.set_xticks(range(len(keys)), keys, rotation=70, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (mean, std, each seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

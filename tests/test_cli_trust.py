@@ -434,13 +434,23 @@ def test_readme_recipe_on_the_tiny_configs_end_to_end(tmp_path):
 
     evals = ["eval", grpo_cfg, "--limit", "2", "--pipeline", "simplified"]
     evals += ["--set", "grpo.max_new_tokens=16"]
-    run("eval", [*evals, "--set", "train.init_from=runs/tiny/grpo"])
+    # two sampled answers per task, thinking on and off, the SFT run beside: the report
+    report = ["--samples", "2", "--thinking", "both", "--compare", "sft=runs/tiny/sft"]
+    run("eval", [*evals, "--set", "train.init_from=runs/tiny/grpo", *report])
     rec = json.loads((grpo_dir / "eval.json").read_text())
+    names = ["grpo (thinking)", "grpo (no thinking)", "sft (thinking)", "sft (no thinking)"]
+    assert list(rec["models"]) == names
+    assert rec["models"]["sft (thinking)"]["evaluated"]["kind"] == "orbax"
+    text = (grpo_dir / "eval" / "report.md").read_text()
+    assert "## Mismatch matrix" in text and "pass@2" in text and "### Markov chain" in text
+    lines = (grpo_dir / "eval" / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 2 * 2  # 4 models x 2 tasks x 2 samples
+    assert (grpo_dir / "eval" / "mismatch.png").read_bytes()[:4] == b"\x89PNG"
     steps = sorted(int(p.name) for p in (grpo_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert rec["evaluated"]["kind"] == "orbax" and rec["evaluated"]["step"] == steps[-1]
     assert rec["evaluated"]["source"] == str(grpo_dir / "checkpoints")
     assert rec["random_init"] is False and "warning" not in rec
-    assert len(rec["tasks"]["ids"]) == 2 and rec["results"]["simplified"]["episodes"] == 2
+    assert len(rec["tasks"]["ids"]) == 2 and rec["results"]["simplified"]["episodes"] == 4
     # random weights: evaluated, but loudly; the earlier result is kept in evals.jsonl
     proc = run("eval random", [*evals, "--set", "train.init_from=none"])
     assert "evaluated randomly initialised weights" in proc.stderr

@@ -80,3 +80,29 @@ def test_an_unreachable_endpoint_ends_episodes_as_infra_errors(tasks):
     got = evaluate_endpoint(client, tasks[:1], ("simplified",), echo=lambda line: None)
     (rec,) = got["simplified"]
     assert not rec["valid"] and rec["outcome"] == "infra_error" and "endpoint" in rec["end_reason"]
+
+
+def test_run_eval_of_an_endpoint_alone_writes_the_record_and_report(server, tmp_path):
+    """`jaxrepair eval CONFIG --endpoint URL` without a checkpoint: only the endpoint is
+    evaluated (no random weights), on the config's corpus, and reported."""
+    import shutil
+
+    from jaxrepair.config import load_config
+    from jaxrepair.train.evaluate import EvalOptions, run_eval
+
+    corpus = tmp_path / "corpus"
+    for tid in TASKS:  # both as test-split tasks
+        shutil.copytree(bundled_corpus() / tid, corpus / tid)
+        toml = corpus / tid / "task.toml"
+        toml.write_text(toml.read_text().replace('split = "train"', 'split = "test"'))
+    cfg = load_config(
+        None, [f"train.out_dir={tmp_path / 'run'}", f"envs.corpus={corpus}", "envs.workers=2"]
+    )
+    client = TeacherClient(base_url=server, model="expert", retries=0)
+    rec = run_eval(cfg, EvalOptions(pipelines=("simplified",), endpoint=client))
+    assert list(rec["models"]) == ["endpoint:expert"] and not rec["random_init"]
+    res = rec["results"]["simplified"]
+    assert sorted(rec["tasks"]["ids"]) == sorted(TASKS)
+    assert res["episodes"] == 2 and res["per_task"] == {t: 1.0 for t in TASKS}
+    report = (tmp_path / "run" / "eval" / "report.md").read_text()
+    assert "| endpoint:expert | simplified | 2 | 2 | 100.0% [" in report

@@ -62,6 +62,11 @@ def summarize_records(records: Records, ks: Sequence[int] = (1,)) -> dict[str, A
     out = success_summary(by_task, ks)
     out.update(
         episodes=len(records),
+        scored=len(scored),
+        infra_errors=len(records) - len(scored),
+        # the share of tasks solved by at least one of their samples
+        tasks_solved_rate=sum(any(v) for v in by_task.values()) / max(1, len(by_task)),
+        per_task={t: sum(v) / len(v) for t, v in sorted(by_task.items())},
         infra_error_rate=(len(records) - len(scored)) / n_all,
         truncation_rate=sum(bool(r.get("truncated")) for r in scored) / n,
         tamper_rate=sum(bool(r.get("tampered")) for r in scored) / n,

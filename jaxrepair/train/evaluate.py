@@ -7,9 +7,10 @@ builds, never pooled.
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,49 +20,15 @@ from jaxrepair import multihost
 from jaxrepair.config import RunConfig
 from jaxrepair.engine.api import RolloutEngine
 from jaxrepair.envs.task import Task
+from jaxrepair.envs.teacher import TeacherClient
 from jaxrepair.envs.tokenizer import Tokenizer
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.qwen3 import Params
 from jaxrepair.train.collector import collect
-from jaxrepair.train.rollout import Rollout, SamplingSettings
+from jaxrepair.train.eval_report import episode_record, summarize_records
+from jaxrepair.train.rollout import SamplingSettings
 
 PIPELINES = ("simplified", "full")
-
-
-def summarize(rollouts: Sequence[Rollout]) -> dict[str, Any]:
-    """Success rate overall and per category, mean tool calls, tamper rate, infra errors.
-
-    Infra errors are excluded from the denominators (they say nothing about the policy) and
-    reported separately.
-    """
-    scored = [r for r in rollouts if r.valid]
-    by_cat: dict[str, list[Rollout]] = collections.defaultdict(list)
-    by_task: dict[str, list[Rollout]] = collections.defaultdict(list)
-    for r in scored:
-        by_cat[r.info.get("category") or "?"].append(r)
-        by_task[r.task_id].append(r)
-    n = max(1, len(scored))
-    return {
-        "episodes": len(rollouts),
-        "scored": len(scored),
-        "tasks": len(by_task),
-        "infra_errors": len(rollouts) - len(scored),
-        # with several samples per task: the mean over samples (avg@k) ...
-        "success_rate": sum(r.reward > 0 for r in scored) / n,
-        # ... and the share of tasks solved by at least one sample (pass@k)
-        "tasks_solved_rate": sum(any(r.reward > 0 for r in rs) for rs in by_task.values())
-        / max(1, len(by_task)),
-        "per_category": {
-            c: {"n": len(rs), "success_rate": sum(r.reward > 0 for r in rs) / len(rs)}
-            for c, rs in sorted(by_cat.items())
-        },
-        "per_task": {
-            t: sum(r.reward > 0 for r in rs) / len(rs) for t, rs in sorted(by_task.items())
-        },
-        "mean_tool_calls": sum(r.tool_calls for r in scored) / n,
-        "tamper_rate": sum(r.tampered for r in scored) / n,
-        "truncated": sum(r.truncated for r in scored),
-    }
 
 
 def evaluate(
@@ -83,11 +50,15 @@ def evaluate(
     engine: RolloutEngine | None = None,
     policy_version: int = 0,
     farm_drivers: int | None = None,
+    episodes: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """`samples` episodes per task and pipeline (default one, greedy); returns
-    {pipeline: summary}. success_rate is the mean over all samples (avg@k): with a sampling
-    temperature it measures the policy GRPO optimises, at a finer grain than one greedy answer
-    per task.
+    {pipeline: summary} (`eval_report.summarize_records`: success with its interval, avg@k and
+    pass@k, by category / build system / split, turns, tool calls, tokens and the truncation,
+    infra-error and tamper rates). success_rate is the mean over all samples (avg@k): with a
+    sampling temperature it measures the policy GRPO optimises, at a finer grain than one
+    greedy answer per task. `episodes`, when given, receives each pipeline's episode records
+    (for `eval_report.write_report`).
 
     `full_tasks` optionally restricts the (slower, multi-turn) full pipeline to a subset;
     `generate_fn` or `engine` replace the static sampler (see `collector.collect`); an
@@ -101,6 +72,7 @@ def evaluate(
     if samples > 1 and sampling.temperature == 0:
         raise ValueError("samples > 1 with temperature 0 repeats one greedy answer; sample")
     out: dict[str, Any] = {}
+    ks = (1, samples) if samples > 1 else (1,)
     for pipeline in pipelines:
         if pipeline not in PIPELINES:
             raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
@@ -125,10 +97,9 @@ def evaluate(
             policy_version=policy_version,
             farm_drivers=farm_drivers,
         )
-        cats = {t.id: t.category for t in chosen}
-        for r in rollouts:
-            r.info.setdefault("category", cats.get(r.task_id))
-        summary = summarize(rollouts)
+        by_id = {t.id: t for t in chosen}
+        recs = [episode_record(r, by_id[r.task_id], pipeline) for r in rollouts]
+        summary = summarize_records(recs, ks)
         summary["accounting_complete"] = stats.complete
         summary["samples_per_task"] = samples
         summary["temperature"] = sampling.temperature
@@ -139,6 +110,8 @@ def evaluate(
                 if r.info.get("fingerprint")
             }
         )
+        if episodes is not None:
+            episodes[pipeline] = recs
         out[pipeline] = summary
     return out
 
@@ -149,18 +122,51 @@ RANDOM_INIT_WARNING = (
 )
 
 
-def run_eval(
-    config: RunConfig, *, limit: int | None = None, pipelines: Sequence[str] = PIPELINES
-) -> dict[str, Any]:
-    """`jaxrepair eval CONFIG.toml`: evaluate `train.init_from` (orbax run or HF dir) on the
-    test split of `envs.corpus` (`limit` tasks spread over categories, default all) in
-    `pipelines`; returns the eval record.
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """What `jaxrepair eval` evaluates beyond the config: `limit` test tasks spread over
+    categories (None: all) in `pipelines`; `samples` per task (1: one greedy answer; more:
+    sampled at grpo.temperature, for avg@k and pass@k); Qwen3's `thinking` switch ("on",
+    "off" or "both", each a model of its own in the report); `compare`: (label, checkpoint)
+    pairs evaluated beside the config's model with the same settings (the mismatch matrix);
+    `endpoint`: an OpenAI-compatible server evaluated through the same episodes."""
+
+    limit: int | None = None
+    pipelines: tuple[str, ...] = PIPELINES
+    samples: int = 1
+    thinking: str = "on"
+    compare: tuple[tuple[str, str], ...] = ()
+    endpoint: TeacherClient | None = None
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.pipelines if p not in PIPELINES]
+        if bad or not self.pipelines:
+            raise ValueError(f"unknown pipeline {bad or '(none)'}; expected one of {PIPELINES}")
+        if self.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {self.samples}")
+        if self.thinking not in THINKING:
+            raise ValueError(f"--thinking {self.thinking!r}; choose one of {THINKING}")
+        labels = [label for label, _ in self.compare]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--compare labels must be distinct, got {labels}")
+
+
+THINKING = ("on", "off", "both")
+
+
+def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str, Any]:
+    """`jaxrepair eval CONFIG.toml`: evaluate `train.init_from` (orbax run or HF dir), the
+    `--compare` checkpoints and an `--endpoint` on the test split of `envs.corpus` as
+    `options` says; returns the eval record.
 
     The record says what was evaluated (kind orbax/hf/random, source, checkpoint step, the
-    config, the task ids) next to the results; it is written to train.out_dir/eval.json (the
-    latest) and appended to train.out_dir/evals.jsonl (every evaluation, never overwritten).
-    Random weights (no init_from, no hf_dir) are evaluated with a loud warning, in the log
-    and in the record. Weights are evaluated in `model.dtype`, the dtype training computes in.
+    config, the task ids) next to the results (`results`: the config's model; `models`: every
+    evaluated model); it is written to train.out_dir/eval.json (the latest) and appended to
+    train.out_dir/evals.jsonl (every evaluation, never overwritten); the episodes go to
+    train.out_dir/eval/episodes.jsonl and the report with its plots to eval/report.md.
+    Random weights (no init_from, no hf_dir) are evaluated with a loud warning, in the log and
+    in the record, unless an endpoint is what is evaluated. Weights are evaluated in
+    `model.dtype`, the dtype training computes in.
     """
     import contextlib
     import logging
@@ -170,8 +176,10 @@ def run_eval(
     import jax.numpy as jnp
 
     from jaxrepair.collect import spread_over_categories
+    from jaxrepair.endpoint_eval import evaluate_endpoint
     from jaxrepair.engine.jax_engine import engine_from_config
     from jaxrepair.envs.tokenizer import load_tokenizer
+    from jaxrepair.train.eval_report import write_report
     from jaxrepair.train.run_setup import (
         corpus_path,
         corpus_tasks,
@@ -184,68 +192,147 @@ def run_eval(
     from jaxrepair.train.rundir import append_jsonl
     from jaxrepair.train.storage import run_path, write_text_once
 
+    opts = options or EvalOptions()
     log = logging.getLogger(__name__)
-    for pipeline in pipelines:
-        if pipeline not in PIPELINES:
-            raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
     src = config.train.init_from or config.model.hf_dir
     spec = tokenizer_spec(config)
-    tasks = spread_over_categories(corpus_tasks(config.envs, "test"), limit)
+    tasks = spread_over_categories(corpus_tasks(config.envs, "test"), opts.limit)
     tok = load_tokenizer(spec)
-    source = resolve_model(config, tok.vocab_size)
-    cfg, mesh = source.cfg, run_mesh(config)
-    if source.kind == "random":
+    mesh = run_mesh(config)
+    temperature = 0.0 if opts.samples == 1 else config.grpo.temperature
+    if opts.samples > 1 and temperature == 0:
+        raise ValueError("--samples > 1 samples at grpo.temperature, which is 0: set it above 0")
+    modes = {"on": (True,), "off": (False,), "both": (True, False)}[opts.thinking]
+    sources = []  # (label, model source)
+    if src is not None or opts.endpoint is None:
+        sources.append(
+            (Path(src).name if src else "random-init", resolve_model(config, tok.vocab_size))
+        )
+    for label, path in opts.compare:
+        other = dataclasses.replace(config, train=dataclasses.replace(config.train, init_from=path))
+        sources.append((label, resolve_model(other, tok.vocab_size)))
+    if sources and sources[0][1].kind == "random":
         log.warning(
             "%s (preset %r, seed %d)", RANDOM_INIT_WARNING, config.model.preset, config.train.seed
         )
-    params, step = source.load(mesh, jnp.dtype(config.model.dtype), config.train.seed)
-    sampling = SamplingSettings(max_new_tokens=config.grpo.max_new_tokens, temperature=0.0)
-    engine = engine_from_config(
-        config.engine, params, cfg, config.data.seq_len + sampling.max_new_tokens
-    )
     out = run_path(config.train.out_dir)  # every process holds the same results; one writes
+    models: dict[str, dict[str, Any]] = {}
+    episodes: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    engine = None
     with contextlib.closing(make_farm(config.envs, out).start()) as farm:
-        results = evaluate(
-            params,
-            cfg,
-            tok,
-            tasks,
-            farm,
-            pipelines=pipelines,
-            sampling=sampling,
-            max_seq_len=config.data.seq_len,
-            mesh=mesh,
-            engine=engine,
-            farm_drivers=farm_drivers(config.envs),
-        )
+        for label, source in sources:
+            params, step = source.load(mesh, jnp.dtype(config.model.dtype), config.train.seed)
+            for thinking in modes:
+                name = (
+                    label if len(modes) == 1 else f"{label} ({'' if thinking else 'no '}thinking)"
+                )
+                sampling = SamplingSettings(
+                    max_new_tokens=config.grpo.max_new_tokens,
+                    temperature=temperature,
+                    top_p=config.grpo.top_p if temperature > 0 else 1.0,
+                    top_k=config.grpo.top_k if temperature > 0 else 0,
+                    thinking=thinking,
+                )
+                if engine is None:
+                    engine = engine_from_config(
+                        config.engine,
+                        params,
+                        source.cfg,
+                        config.data.seq_len + sampling.max_new_tokens,
+                        version=len(models),
+                    )
+                episodes[name] = {}
+                results = evaluate(
+                    params,
+                    source.cfg,
+                    tok,
+                    tasks,
+                    farm,
+                    pipelines=opts.pipelines,
+                    sampling=sampling,
+                    max_seq_len=config.data.seq_len,
+                    seed=config.train.seed,
+                    label=f"eval{len(models)}",
+                    mesh=mesh,
+                    samples=opts.samples,
+                    engine=engine,
+                    policy_version=len(models),
+                    farm_drivers=farm_drivers(config.envs),
+                    episodes=episodes[name],
+                )
+                models[name] = {
+                    "evaluated": {
+                        "kind": source.kind,
+                        "source": source.path,
+                        "step": step,
+                        "params": source.cfg.num_params(),
+                        "thinking": thinking,
+                    },
+                    "results": results,
+                }
+            del params
+    if opts.endpoint is not None:  # host-side episodes: process 0 plays them, all get them
+        client = opts.endpoint
+        got = None
+        if multihost.is_primary():
+            got = evaluate_endpoint(
+                client,
+                tasks,
+                opts.pipelines,
+                samples=opts.samples,
+                sandbox=config.envs.sandbox,
+                workers=config.envs.workers,
+                max_steps=config.envs.max_steps,
+            )
+        got = multihost.broadcast_object(got)
+        name = f"endpoint:{client.model}"
+        episodes[name] = got
+        ks = (1, opts.samples) if opts.samples > 1 else (1,)
+        models[name] = {
+            "evaluated": {"kind": "endpoint", "source": client.base_url, "model": client.model},
+            "results": {p: summarize_records(recs, ks) for p, recs in got.items()},
+        }
+    first = next(iter(models.values()))
     record: dict[str, Any] = {
         "evaluated": {
-            "kind": source.kind,
-            "source": source.path,
-            "step": step,
+            **first["evaluated"],
             "init_from": src,
-            "params": cfg.num_params(),
             "tokenizer": spec,
         },
-        "random_init": source.kind == "random",
-        **({"warning": RANDOM_INIT_WARNING} if source.kind == "random" else {}),
+        "random_init": first["evaluated"]["kind"] == "random",
+        **({"warning": RANDOM_INIT_WARNING} if first["evaluated"]["kind"] == "random" else {}),
         "tasks": {
             "corpus": corpus_path(config.envs),
             "split": "test",
-            "limit": limit,
+            "limit": opts.limit,
             "ids": [t.id for t in tasks],
         },
-        "sampling": {"max_new_tokens": sampling.max_new_tokens, "temperature": 0.0},
+        "sampling": {
+            "max_new_tokens": config.grpo.max_new_tokens,
+            "temperature": temperature,
+            "samples": opts.samples,
+            "thinking": opts.thinking,
+        },
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": sys.argv,
         "config": config.to_dict(),
-        "results": results,
+        "results": first["results"],
+        "models": models,
     }
     if multihost.is_primary():
         out.mkdir(parents=True, exist_ok=True)
         latest, history = out / "eval.json", out / "evals.jsonl"
         if latest.is_file() and not history.is_file():  # from before evals.jsonl: keep it
             append_jsonl(history, {"previous": json.loads(latest.read_text())})
+        if "://" not in str(out):  # the report and its plots: a local run directory
+            ks = (1, opts.samples) if opts.samples > 1 else (1,)
+            report = write_report(Path(str(out)) / "eval", episodes, ks, title="Evaluation")
+            record["report"] = str(report)
+            with open(report.parent / "episodes.jsonl", "w", encoding="utf-8") as fh:
+                for name, per in episodes.items():
+                    for recs in per.values():
+                        for r in recs:
+                            fh.write(json.dumps({"model": name, **r}, default=str) + "\n")
     write_text_once(out / "eval.json", json.dumps(record, indent=2, default=str))
     append_jsonl(out / "evals.jsonl", record)
     return record

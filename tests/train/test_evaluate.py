@@ -19,6 +19,8 @@ from .test_rollout import FakeFarm, scripted_generate
 class CatTask:
     id: str
     category: str
+    build_system: str = "python"
+    split: str = "test"
 
 
 def test_sampled_evaluation_reports_avg_and_pass_at_k(tok):
@@ -52,7 +54,7 @@ def test_sampled_evaluation_reports_avg_and_pass_at_k(tok):
         sum(any(v) for v in answers.values()) / len(answers)
     )
     cfg_ans = [a for t, v in answers.items() if int(t[1:]) % 2 for a in v]
-    assert res["per_category"]["config"]["success_rate"] == pytest.approx(
+    assert res["by_category"]["config"]["success_rate"] == pytest.approx(
         sum(cfg_ans) / len(cfg_ans)
     )
     assert sum(calls) == 20
