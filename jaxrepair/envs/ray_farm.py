@@ -5,8 +5,10 @@ host has CPUs; Ray is the distributed engine RL stacks already run beside their 
 `RayFarm` is the process farm's scheduler (`FarmScheduler`: queue, sticky dispatch, replay,
 retries, the exactly-once tally) with Ray actors in place of spawned processes:
 
-- each actor reserves ``cpus_per_worker`` CPUs (and ``memory_per_worker_mb``) so Ray places
-  builds where there is room; it keeps its workspaces in a private directory on its node;
+- each actor reserves ``cpus_per_worker`` CPUs (and ``memory_per_worker_mb``, and any custom
+  ``resources`` such as ``{"docker": 1}`` on nodes that run Docker) so Ray places builds where
+  there is room: a node's amount of a custom resource caps the sandboxes it runs at once. An
+  actor keeps its workspaces in a private directory on its node;
 - tasks travel by content (a packed copy of the task directory, put once in Ray's object
   store), never as a path of the driver's host;
 - ``max_concurrent_builds`` caps the jobs running at once across the cluster (a job runs its
@@ -17,8 +19,11 @@ retries, the exactly-once tally) with Ray actors in place of spawned processes:
   the episode ends as infra_error, counted once; a new actor takes the slot, and a task
   pinned to the old node kills whatever the dead actor left running there.
 
-The validation cache directory (``cache_dir``) must be storage every node sees (NFS, a shared
-volume); on a one-node cluster any local directory works.
+The validation cache (``cache_dir``) is shared by every node without shared storage: one
+`CacheServer` actor, placed on the driver's node, owns the directory there; actors compute
+their workspace keys themselves and ask it for results, so a build validated on one node is a
+hit on every other, and concurrent identical builds anywhere run once. A dead actor's claims
+are dropped by the farm, waking whoever waits on them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import io
 import os
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +43,12 @@ import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .farm_cleanup import sweep_directory
+from .farm_cleanup import descendants, kill_pids, sweep_directory
 from .farm_scheduler import FarmScheduler, Slot
-from .farm_worker import EpisodeHost, Fatal, Job, Ready, Reply
+from .farm_worker import EpisodeHost, Fatal, Job, Ready, Reply, episode_factory
 from .faults import FaultPlan
 from .task import Task
+from .validation_cache import CacheServer, ValidationCache
 
 __all__ = ["RayFarm", "TaskBundle"]
 
@@ -82,16 +89,41 @@ class ActorInfo:
     workdir: str
 
 
+class _ServerStore:
+    """A `ResultStore` backed by the farm's `CacheServer` actor, claiming keys as ``owner``."""
+
+    def __init__(self, server: Any, owner: str, wait_s: float):
+        self.server, self.owner, self.wait_s = server, owner, wait_s
+
+    def acquire(self, key: str) -> dict[str, Any] | None:
+        return ray.get(self.server.acquire.remote(key, self.owner, self.wait_s))
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        ray.get(self.server.put.remote(key, self.owner, record))
+
+    def release(self, key: str) -> None:
+        ray.get(self.server.release.remote(key, self.owner))
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedCache:
+    """How an actor reaches the farm's validation cache: the server and its claim timeout."""
+
+    server: Any  # ray.actor.ActorHandle of a CacheServer
+    wait_s: float
+
+
 class EpisodeActor:
     """A farm worker inside a Ray actor: an `EpisodeHost` and the tasks shipped to it."""
 
     def __init__(
         self,
         slot: int,
+        owner: str,
         sandbox_kind: str,
         sandbox_opts: dict,
         faults: FaultPlan,
-        cache_dir: str | None,
+        cache: SharedCache | None,
     ):
         base = sandbox_opts.get("workdir") or None
         if base:
@@ -103,7 +135,11 @@ class EpisodeActor:
         try:
             opts = dict(sandbox_opts, workdir=os.path.join(self.workdir, "ws"))
             os.makedirs(opts["workdir"])
-            self.host = EpisodeHost(sandbox_kind, opts, faults, cache_dir)
+            self.host = EpisodeHost(sandbox_kind, opts, faults, None)
+            if cache is not None:  # the cluster's cache, not a directory of this node
+                store = _ServerStore(cache.server, owner, cache.wait_s)
+                self.host.cache = ValidationCache(store=store)
+                self.host.make_episode = episode_factory(self.host.cache)
             self.status: Ready | Fatal = Ready(os.getpid())
         except BaseException as e:  # noqa: BLE001 - reported to the farm, which refuses to start
             self.status = Fatal(f"worker {slot} could not start: {type(e).__name__}: {e}")
@@ -148,10 +184,20 @@ class EpisodeActor:
         return dest / bundle.name
 
 
+def sweep_actor(pid: int | None, workdir: str, sandbox_kind: str, base_url: str | None) -> None:
+    """On a killed actor's node: make sure the actor process and its children are gone
+    (``ray.kill`` is asynchronous, and a hung actor whose build is killed would carry on and
+    write into its directory after the sweep), then sweep its directory."""
+    if pid is not None:
+        kill_pids([pid, *descendants(pid)])
+    sweep_directory(workdir, sandbox_kind, base_url)
+
+
 _RemoteActor = ray.remote(EpisodeActor)
+_RemoteCacheServer = ray.remote(CacheServer)
 # a dead actor's leftovers are swept by a task pinned to its node; it needs no CPU of its own,
 # so it never waits behind busy actors
-_sweep_on_node = ray.remote(num_cpus=0, max_retries=0)(sweep_directory)
+_sweep_on_node = ray.remote(num_cpus=0, max_retries=0)(sweep_actor)
 
 
 @dataclasses.dataclass
@@ -189,6 +235,7 @@ class RayFarm(FarmScheduler):
         max_concurrent_builds: int | None = None,
         cpus_per_worker: float = 1.0,
         memory_per_worker_mb: int | None = None,
+        resources: dict[str, float] | None = None,
     ):
         super().__init__(
             workers,
@@ -206,12 +253,21 @@ class RayFarm(FarmScheduler):
             raise ValueError(f"max_concurrent_builds must be an integer >= 1, got {limit!r}")
         if not cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker!r}")
+        for name, amount in (resources or {}).items():
+            if name in ("CPU", "GPU", "memory") or not amount > 0:
+                raise ValueError(
+                    f"resources must name custom resources with amounts > 0, got {name}={amount!r}"
+                    " (CPUs and memory are cpus_per_worker and memory_per_worker_mb)"
+                )
         self.address = address
         self.max_concurrent_builds = limit
         self.cpus_per_worker = float(cpus_per_worker)
         self.memory_per_worker_mb = memory_per_worker_mb
+        self.resources = dict(resources or {})
+        self._cache_server: Any = None  # the CacheServer actor, when cache_dir is set
         self._bundles: dict[tuple[str, str], tuple[str, ray.ObjectRef] | None] = {}
         self._sweeps: list[ray.ObjectRef] = []  # leftovers of dead actors being removed
+        self._sent = threading.Event()  # a job was sent since the monitor last looked
         self._own_ray = False
 
     _slots: list[_ActorSlot]
@@ -230,6 +286,13 @@ class RayFarm(FarmScheduler):
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             self._own_ray = True
+        if self.cache_dir is not None:
+            here = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True
+            )
+            self._cache_server = _RemoteCacheServer.options(
+                num_cpus=0, scheduling_strategy=here, max_concurrency=1000
+            ).remote(self.cache_dir)
         for slot in self._slots:
             self._spawn(slot)
         deadline = time.monotonic() + self.start_timeout_s
@@ -239,7 +302,7 @@ class RayFarm(FarmScheduler):
             if not ready:
                 raise RuntimeError(
                     f"farm worker {slot.index} did not start within {self.start_timeout_s:g}s"
-                    f" (does the cluster have {self.cpus_per_worker:g} free CPUs per worker?)"
+                    f" (does the cluster have room for {self._demand()} per worker?)"
                 )
             try:
                 info = ray.get(slot.starting)
@@ -251,9 +314,23 @@ class RayFarm(FarmScheduler):
                 raise RuntimeError(f"farm could not start: {info.ready.reason}")
             self._started_actor(slot, info)
 
+    def _demand(self) -> str:
+        """What each actor reserves, as Ray resources."""
+        parts = [f"{self.cpus_per_worker:g} CPU"]
+        if self.memory_per_worker_mb:
+            parts.append(f"{self.memory_per_worker_mb} MB memory")
+        parts += [f"{v:g} {k}" for k, v in self.resources.items()]
+        return ", ".join(parts)
+
     def metrics(self) -> dict[str, Any]:
         """The farm's counters, with the build cap they ran under."""
         return {**super().metrics(), "max_concurrent_builds": self.max_concurrent_builds}
+
+    def cache_stats(self) -> dict[str, int]:
+        """The shared cache's own counts: hits, misses (claims granted) and open claims."""
+        if self._cache_server is None:
+            return {}
+        return ray.get(self._cache_server.stats.remote())
 
     def worker_pids(self) -> list[int]:
         """Process ids of the started actors (on their own nodes)."""
@@ -268,8 +345,10 @@ class RayFarm(FarmScheduler):
 
     def _stop_workers(self) -> None:
         """Idle actors close their episodes and remove their own directories; the others are
-        killed and swept on their nodes."""
+        killed and swept on their nodes. Actors still starting (replacements) are waited for
+        first: each has made its directory, which only its answer names."""
         with self._lock:
+            self._await_starting(timeout_s=5.0)
             base_url = self.sandbox_opts.get("base_url")
             idle = {
                 s.actor.shutdown.remote(self.sandbox_kind, base_url): s
@@ -289,8 +368,28 @@ class RayFarm(FarmScheduler):
             sweeps, self._sweeps = self._sweeps, []
         if sweeps:
             ray.wait(sweeps, num_returns=len(sweeps), timeout=30.0)
+        if self._cache_server is not None:
+            ray.kill(self._cache_server)  # its directory stays: the next farm reads it
+            self._cache_server = None
         if self._own_ray:
             ray.shutdown()
+
+    def _await_starting(self, timeout_s: float) -> None:
+        """Record where the actors still starting run (their node and directory), without
+        replacing any that failed (the farm is closing)."""
+        starting = {s.starting: s for s in self._slots if s.starting is not None}
+        if not starting:
+            return
+        done, _ = ray.wait(list(starting), num_returns=len(starting), timeout=timeout_s)
+        for ref in done:
+            slot = starting[ref]
+            try:
+                info = ray.get(ref)
+            except RayError:
+                continue  # died while starting
+            slot.starting = None
+            slot.node_id, slot.workdir = info.node_id, info.workdir
+            slot.ready = isinstance(info.ready, Ready)
 
     # ------------------------------------------------------------------ transport
     def _spawn(self, slot: _ActorSlot) -> None:
@@ -298,8 +397,13 @@ class RayFarm(FarmScheduler):
         opts: dict[str, Any] = {"num_cpus": self.cpus_per_worker, "max_restarts": 0}
         if self.memory_per_worker_mb:
             opts["memory"] = self.memory_per_worker_mb * 2**20
+        if self.resources:
+            opts["resources"] = self.resources
+        cache = None
+        if self._cache_server is not None:
+            cache = SharedCache(self._cache_server, self.step_timeout_s)
         slot.actor = _RemoteActor.options(**opts).remote(
-            slot.index, self.sandbox_kind, self.sandbox_opts, self.faults, self.cache_dir
+            slot.index, _owner(slot), self.sandbox_kind, self.sandbox_opts, self.faults, cache
         )
         slot.starting = slot.actor.info.remote()
         slot.call, slot.ready, slot.pid, slot.node_id, slot.workdir = None, False, None, "", ""
@@ -328,6 +432,7 @@ class RayFarm(FarmScheduler):
         elif digest is not None:
             slot.shipped.add(digest)
         slot.call = slot.actor.run.remote(job, digest, ref)
+        self._sent.set()
         return True
 
     def _room(self) -> int:
@@ -343,11 +448,13 @@ class RayFarm(FarmScheduler):
                 ray.kill(slot.actor, no_restart=True)
             except (RayError, ValueError):
                 pass
+            if self._cache_server is not None:  # its cache claims die with it
+                self._cache_server.release_owner.remote(_owner(slot))
         if slot.node_id and slot.workdir and self._node_alive(slot.node_id):
             strategy = NodeAffinitySchedulingStrategy(slot.node_id, soft=False)
             self._sweeps.append(
                 _sweep_on_node.options(scheduling_strategy=strategy).remote(
-                    slot.workdir, self.sandbox_kind, self.sandbox_opts.get("base_url")
+                    slot.pid, slot.workdir, self.sandbox_kind, self.sandbox_opts.get("base_url")
                 )
             )
         slot.actor, slot.starting, slot.call, slot.ready = None, None, None, False
@@ -358,6 +465,7 @@ class RayFarm(FarmScheduler):
 
     # ------------------------------------------------------------------ monitor
     def _watched(self) -> dict[Any, Slot | None]:
+        self._sent.clear()
         refs: dict[Any, Slot | None] = {}
         for s in self._slots:
             if s.starting is not None:
@@ -369,11 +477,18 @@ class RayFarm(FarmScheduler):
         return refs
 
     def _wait(self, watched: dict[Any, Slot | None]) -> list[Any]:
+        """Returns as soon as one watched call finishes (with all others finished by then), or
+        when a new job was sent while nothing was watched: a reply is handled within
+        milliseconds, not at the next tick (that tick cost 75 ms per episode of no-op builds)."""
         if not watched:
-            time.sleep(0.05)
+            self._sent.wait(0.05)
             return []
+        refs = list(watched)
         try:
-            return ray.wait(list(watched), num_returns=len(watched), timeout=0.05)[0]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.02)
+            if ready and len(refs) > 1:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            return ready
         except RayError:
             return []
 
@@ -399,6 +514,11 @@ class RayFarm(FarmScheduler):
             if slot.actor is not None and not slot.disabled:
                 self._check_deadlines(slot, now)
         self._dispatch()
+
+
+def _owner(slot: _ActorSlot) -> str:
+    """The name an actor claims cache keys under: its slot and generation."""
+    return f"w{slot.index}.{slot.gen}"
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,18 +1,25 @@
 """Fixtures for the farm tests: a private jaxrepair cache (inherited by the spawned workers),
-corpus C tasks (fast `make test` builds, no dependency environments), and process helpers."""
+corpus C tasks (fast `make test` builds, no dependency environments), process helpers, and the
+farm backends the shared tests run on: the process farm and the Ray farm on a local Ray
+cluster that these tests start once (per test worker process) and stop."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 import tomli_w
 
 from jaxrepair.envs import load_tasks
+from jaxrepair.envs.farm import EnvFarm
+from jaxrepair.envs.farm_scheduler import FarmScheduler
 from jaxrepair.envs.sandbox import SandboxUnavailable, make_sandbox
 from jaxrepair.envs.task import Task, load_task
 
@@ -29,6 +36,91 @@ def private_cache(tmp_path_factory):
         os.environ.pop("JAXREPAIR_CACHE", None)
     else:
         os.environ["JAXREPAIR_CACHE"] = old
+
+
+@pytest.fixture(scope="package")
+def ray_cluster(private_cache):
+    """A Ray cluster on this machine (Ray's own test utility: a head node with 5 logical CPUs,
+    its raylet started with this process's environment, so the actors share the private
+    cache); tests that need more nodes add them (`add_nodes`). Skipped without Ray."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 5, "include_dashboard": False}
+    )
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+NODE_RESOURCE = "farm_test_node"  # only added nodes have it: a farm asking for it avoids the head
+
+
+@pytest.fixture
+def add_nodes(ray_cluster):
+    """Adds one-CPU Ray nodes holding one `NODE_RESOURCE` each (so a farm with
+    ``resources={NODE_RESOURCE: 1}`` puts one actor per node); removes them after the test."""
+    added: list[Any] = []
+
+    def add(n: int) -> list[Any]:
+        nodes = [ray_cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}) for _ in range(n)]
+        ray_cluster.wait_for_nodes()
+        added.extend(nodes)
+        return nodes
+
+    yield add
+    for node in added:
+        if node in ray_cluster.worker_nodes:
+            ray_cluster.remove_node(node, allow_graceful=False)
+
+
+BACKENDS = ("process", "ray")
+
+
+@dataclasses.dataclass
+class Backend:
+    """A farm backend for the shared farm tests: builds the farm and says where its workers
+    keep their directories (the process farm's own directory; the Ray actors' base dir)."""
+
+    name: str
+    actors_dir: Path
+
+    def farm(self, **kw: Any) -> FarmScheduler:
+        if self.name == "process":
+            return EnvFarm(**kw)
+        from jaxrepair.envs.ray_farm import RayFarm
+
+        opts = {**(kw.pop("sandbox_opts", None) or {}), "workdir": str(self.actors_dir)}
+        return RayFarm(sandbox_opts=opts, **kw)
+
+    def workdir(self, farm: FarmScheduler) -> str:
+        return farm.workdir if isinstance(farm, EnvFarm) else str(self.actors_dir)
+
+    def leftovers(self, workdir: str) -> list[str]:
+        """What the farm's workers left on disk after close (nothing, when clean)."""
+        return sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path) -> Backend:
+    """Each shared farm test runs on the process farm and on the Ray farm."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+    return Backend(request.param, tmp_path / "ray-actors")
+
+
+def wait_gone(pids: Iterable[int], timeout_s: float = 15.0) -> list[int]:
+    """The pids still alive after waiting up to timeout_s (Ray kills actors asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in pids if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if alive(p)]
+    return left
 
 
 @pytest.fixture(scope="package")

@@ -1,9 +1,14 @@
-"""The environment farm with real spawned workers and real sandboxed builds (bubblewrap) on
-bundled corpus tasks, driven by the expert policy or scripted text.
+"""The environment farm with real workers and real sandboxed builds (bubblewrap) on bundled
+corpus tasks, driven by the expert policy or scripted text. The tests of the `EnvService`
+contract (every episode ends exactly once, accounting, faults and retries, abandon and
+truncate, backpressure, the validation cache) run on both backends (`backend`: spawned
+processes, and Ray actors on a local Ray cluster); the process farm's own cleanup and
+constructor checks run on it alone.
 
 Oracles: a plain in-process episode (no farm) for what a replayed step must show, the fault
 log the workers write at the moment a fault fires (with the pids of the sandbox processes then
-running), psutil's view of the process table, and the cache directory on disk.
+running), psutil's view of the process table, the builds' own timestamps, and the cache
+directory on disk.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from jaxrepair.envs import make_episode, reward
 from jaxrepair.envs.expert import ExpertPolicy
 from jaxrepair.envs.farm import EnvFarm
 from jaxrepair.envs.faults import FaultPlan
-from jaxrepair.envs.protocol import Outcome, StepResult
+from jaxrepair.envs.protocol import EnvService, Outcome, StepResult
 
-from .conftest import alive, make_task, processes_under
+from .conftest import Backend, alive, make_task, processes_under, wait_gone
 
 SUBMIT = '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'
 
@@ -32,7 +37,7 @@ def fault_log(d: Path) -> list[dict]:
 
 
 async def drive(
-    farm: EnvFarm, eid: str, task, pipeline: str, turns: list[str], log: dict
+    farm: EnvService, eid: str, task, pipeline: str, turns: list[str], log: dict
 ) -> StepResult:
     """Reset, then play the scripted turns until the episode ends; every result is logged."""
     res = await farm.reset(eid, task, pipeline)
@@ -60,7 +65,7 @@ def in_process_observations(task, turns: list[str], sandbox) -> list[str]:
     return out
 
 
-def test_fault_injection_full_pipeline(c_tasks, local_sandbox, tmp_path):
+def test_fault_injection_full_pipeline(backend: Backend, c_tasks, local_sandbox, tmp_path):
     """Kill mid-build, a build hanging past the step timeout, sandbox start failures: the run
     finishes, every episode is accounted for, infra errors are reported separately and not
     scored, and faults that are retried successfully (by replay, multi-turn) score normally."""
@@ -90,12 +95,12 @@ def test_fault_injection_full_pipeline(c_tasks, local_sandbox, tmp_path):
     log: dict[str, list[StepResult]] = {}
     seen_workers: set[int] = set()
     cache_dir = tmp_path / "cache"  # on: killed/hung builds hold cache locks when they die
-    farm = EnvFarm(
+    farm = backend.farm(
         workers=2, max_attempts=2, step_timeout_s=8.0, faults=faults, cache_dir=cache_dir
     )
     with farm:
         seen_workers.update(farm.worker_pids())
-        workdir = farm.workdir
+        workdir = backend.workdir(farm)
 
         async def run() -> None:
             jobs = [drive(farm, e, t, "full", turns.get(e, []), log) for e, t in tasks.items()]
@@ -153,9 +158,9 @@ def test_fault_injection_full_pipeline(c_tasks, local_sandbox, tmp_path):
     # nothing leaked: workers, their sandboxes, the workspaces
     pids = set(seen_workers) | {f["worker_pid"] for f in fired}
     pids |= {p for f in fired for p in f["sandbox_pids"]}
-    assert not [p for p in pids if alive(p)]
+    assert not wait_gone(pids)
     assert not processes_under(workdir)
-    assert not os.path.exists(workdir)
+    assert not backend.leftovers(workdir)
 
 
 def test_orphaned_sandbox_processes_are_killed(private_cache, tmp_path):
@@ -197,7 +202,9 @@ def test_orphaned_sandbox_processes_are_killed(private_cache, tmp_path):
     assert not processes_under(workdir) and not os.path.exists(workdir)
 
 
-def test_identical_answers_built_once_and_infra_never_cached(c_tasks, local_sandbox, tmp_path):
+def test_identical_answers_built_once_and_infra_never_cached(
+    backend: Backend, c_tasks, local_sandbox, tmp_path
+):
     """A GRPO-style group in the simplified pipeline: three identical expert answers and one
     wrong answer. With the cache on, two builds run and two answers are cache hits, even when
     the first attempt of one answer hits a sandbox failure (infra errors are never cached);
@@ -210,7 +217,8 @@ def test_identical_answers_built_once_and_infra_never_cached(c_tasks, local_sand
 
     def run_group(cache_dir, plan):
         log: dict[str, list[StepResult]] = {}
-        with EnvFarm(workers=2, step_timeout_s=30.0, faults=plan, cache_dir=cache_dir) as farm:
+        farm = backend.farm(workers=2, step_timeout_s=30.0, faults=plan, cache_dir=cache_dir)
+        with farm:
 
             async def run() -> None:
                 # g1 first: its failed attempt comes before anything is cached
@@ -261,7 +269,12 @@ def test_bad_inputs_and_unstartable_workers(c_tasks, private_cache, tmp_path):
         farm.start()
     assert not os.path.exists(farm.workdir)
 
-    with EnvFarm(workers=1, sandbox_opts={"unisolated": True}) as farm:
+
+def test_misuse_abandon_and_truncate(backend: Backend, c_tasks, tmp_path):
+    """Wrong calls raise at once; an episode abandoned while its step runs and one truncated
+    by the caller each end exactly once, with their own outcome."""
+    task = c_tasks[0]
+    with backend.farm(workers=1, sandbox_opts={"unisolated": True}) as farm:
 
         async def misuse() -> None:
             with pytest.raises(ValueError, match="unknown pipeline"):
@@ -305,6 +318,52 @@ def test_bad_inputs_and_unstartable_workers(c_tasks, private_cache, tmp_path):
         }
         assert (acc["started"], acc["scored"], acc["truncated"], acc["infra_error"]) == (3, 1, 1, 1)
         assert farm.metrics()["episodes_done"] == 3
+
+
+@pytest.mark.parametrize("workers,cap", [(2, None), (3, 2)], ids=["workers", "build-cap"])
+def test_backpressure_queues_and_caps_builds(backend: Backend, workers, cap, tmp_path):
+    """Six episodes on a farm with room for two builds at once (two workers; or, on Ray,
+    three actors under max_concurrent_builds=2): the rest wait in the queue, no moment has
+    three builds running, as the builds' own start/end timestamps show, the cap is reached,
+    and every episode ends exactly once."""
+    if cap is not None and backend.name != "ray":
+        pytest.skip("max_concurrent_builds is the Ray farm's cluster-wide cap")
+    log = tmp_path / "builds.log"
+    build = (  # each build names itself (pid and start nanoseconds) on both of its lines
+        f'b=$$.$(date +%N); echo "$b start $(date +%s.%N)" >> {log}; sleep 0.4; '
+        f'echo "$b end $(date +%s.%N)" >> {log}'
+    )
+    task = make_task(tmp_path / "tasks", "timed", [build])
+    kw = {} if cap is None else {"max_concurrent_builds": cap}
+    results: dict[str, list[StepResult]] = {}
+    with backend.farm(workers=workers, sandbox_opts={"unisolated": True}, **kw) as farm:
+
+        async def run() -> None:
+            await asyncio.gather(
+                *(drive(farm, f"q{i}", task, "simplified", [""], results) for i in range(6))
+            )
+
+        asyncio.run(run())
+        acc, met = farm.accounting(), farm.metrics()
+    assert all(
+        r[-1].done and r[-1].outcome in (Outcome.PASS, Outcome.FAIL) for r in results.values()
+    )
+    assert acc["complete"] and acc["started"] == acc["scored"] == 6 and acc["infra_error"] == 0
+    assert met["max_queue_depth"] >= 4  # six resets, two places
+
+    spans: dict[str, dict[str, float]] = {}
+    for line in log.read_text().splitlines():
+        name, what, t = line.split()
+        spans.setdefault(name, {})[what] = float(t)
+    assert len(spans) >= 6 and all(len(s) == 2 for s in spans.values()), spans
+    events = sorted(  # by time; at a tie an end (-1) comes before a start (+1)
+        (t, +1 if what == "start" else -1) for s in spans.values() for what, t in s.items()
+    )
+    running, peak = 0, 0
+    for _, d in events:
+        running += d
+        peak = max(peak, running)
+    assert peak == 2, (peak, spans)
 
 
 def _sandbox_containers_under(directory: str) -> list[str]:

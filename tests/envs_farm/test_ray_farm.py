@@ -1,7 +1,8 @@
-"""The Ray farm backend on a local Ray cluster (this machine only, started once for this
-module; Ray binds to the host's own address, never to loopback, whatever ray.init asks): real
-corpus episodes give what the process farm gives, the cluster-wide build cap holds, and an
-actor killed mid-build ends its episode as infra_error exactly once.
+"""The Ray farm backend on a local Ray cluster (this machine only, the package's `ray_cluster`;
+Ray binds to the host's own address, not to loopback): real corpus episodes give what the
+process farm gives, and an actor killed mid-build ends its episode as infra_error exactly
+once. The contract tests shared with the process farm (accounting, faults, abandon,
+backpressure, the cache) are in test_farm.py, run on both backends.
 
 Oracles: the process farm (`EnvFarm`) on the same tasks and answers, the timestamps the builds
 themselves write, psutil's view of the process table, and Ray's own actor death.
@@ -20,12 +21,10 @@ import pytest
 
 from jaxrepair.envs.expert import ExpertPolicy
 from jaxrepair.envs.farm import EnvFarm, farm_from_config
-from jaxrepair.envs.faults import FaultPlan
 from jaxrepair.envs.protocol import EnvService, Outcome, StepResult
 from jaxrepair.envs.task import load_task
 
-from .conftest import alive, make_task, sleeping_build, sleeping_build_task
-from .test_farm import fault_log
+from .conftest import alive, sleeping_build, sleeping_build_task
 
 ray = pytest.importorskip("ray")
 from jaxrepair.envs.ray_farm import RayFarm  # noqa: E402
@@ -41,22 +40,17 @@ def actors_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def farm(private_cache, actors_dir):
-    """One local Ray cluster (5 logical CPUs) and one Ray farm for the module: 3 actors,
-    2 builds at once."""
-    ray.init(num_cpus=5, include_dashboard=False, log_to_driver=False)
-    try:
-        with RayFarm(
-            workers=3,
-            sandbox_opts={**OPTS, "workdir": str(actors_dir)},
-            max_attempts=1,
-            step_timeout_s=60.0,
-            max_concurrent_builds=2,
-        ) as f:
-            yield f
-        assert not list(actors_dir.iterdir())  # every actor's directory is gone after close
-    finally:
-        ray.shutdown()
+def farm(ray_cluster, actors_dir):
+    """One Ray farm for the module: 3 actors, 2 builds at once."""
+    with RayFarm(
+        workers=3,
+        sandbox_opts={**OPTS, "workdir": str(actors_dir)},
+        max_attempts=1,
+        step_timeout_s=60.0,
+        max_concurrent_builds=2,
+    ) as f:
+        yield f
+    assert not list(actors_dir.iterdir())  # every actor's directory is gone after close
 
 
 async def play(farm: EnvService, eid: str, task, pipeline: str, turns: list[str]) -> list:
@@ -117,34 +111,6 @@ def test_same_outcomes_as_the_process_farm(farm, c_tasks, tmp_path):
     assert acc["complete"] and acc["infra_error"] == 0
 
 
-def test_the_build_cap_holds_across_the_cluster(farm, tmp_path):
-    """Three actors, a cap of two builds: no moment has three builds running, as the builds'
-    own start/end timestamps show, and the cap is reached."""
-    log = tmp_path / "builds.log"
-    build = (  # each build names itself (pid and start nanoseconds) on both of its lines
-        f'b=$$.$(date +%N); echo "$b start $(date +%s.%N)" >> {log}; sleep 0.4; '
-        f'echo "$b end $(date +%s.%N)" >> {log}'
-    )
-    task = make_task(tmp_path / "tasks", "timed", [build])
-    specs = {f"cap{i}": (task, "simplified", [""]) for i in range(6)}
-    results = run_all(farm, specs)
-    assert all(r[-1].done and r[-1].outcome != Outcome.INFRA_ERROR for r in results.values())
-
-    spans: dict[str, dict[str, float]] = {}
-    for line in log.read_text().splitlines():
-        name, what, t = line.split()
-        spans.setdefault(name, {})[what] = float(t)
-    assert len(spans) >= 6 and all(len(s) == 2 for s in spans.values()), spans
-    events = sorted(  # by time; at a tie an end (-1) comes before a start (+1)
-        (t, +1 if what == "start" else -1) for s in spans.values() for what, t in s.items()
-    )
-    running, peak = 0, 0
-    for _, d in events:
-        running += d
-        peak = max(peak, running)
-    assert peak == 2, (peak, spans)
-
-
 def test_actor_killed_mid_build_is_one_infra_error(farm, actors_dir, c_tasks, tmp_path):
     """SIGKILL the actor running a build: that episode ends as infra_error (one attempt
     allowed), counted once; the other episodes pass; the orphaned build is killed; a new
@@ -201,40 +167,6 @@ def test_actor_killed_mid_build_is_one_infra_error(farm, actors_dir, c_tasks, tm
     assert farm.accounting()["complete"]
 
 
-def test_fault_plan_kill_and_hang_are_retried(farm, tmp_path):
-    """The process farm's fault injection inside Ray actors: an actor that SIGKILLs itself
-    mid-build and a build hanging past the step timeout are each retried once and then pass;
-    the hung build is killed, and every actor directory is gone after close."""
-    task = make_task(tmp_path / "tasks", "quick", ["sleep 0.5"])
-    faults = FaultPlan(
-        hang=frozenset({("h", 0, 0)}), kill=frozenset({("k", 0, 0)}), log_dir=str(tmp_path)
-    )
-    actors = tmp_path / "actors"
-    with RayFarm(
-        workers=2,
-        step_timeout_s=4.0,
-        max_attempts=2,
-        faults=faults,
-        sandbox_opts={**OPTS, "workdir": str(actors)},
-    ) as second:
-        results = run_all(second, {e: (task, "simplified", [""]) for e in ("h", "k", "ok")})
-        acc, met = second.accounting(), second.metrics()
-    assert {e: (r[-1].outcome, r[-1].attempts) for e, r in results.items()} == {
-        "h": ("pass", 2),
-        "k": ("pass", 2),
-        "ok": ("pass", 1),
-    }
-    assert acc["complete"] and acc["scored"] == 3 and acc["infra_error"] == 0
-    assert acc["failed_attempts"]["h"] == ["worker hung past the step timeout (4s)"]
-    assert "worker died" in acc["failed_attempts"]["k"][0]
-    assert met["worker_restarts"] == 2 and met["retries"] == 2
-    fired = {f["fault"]: f for f in fault_log(tmp_path)}
-    assert fired["kill"]["command"] == "sleep 0.5" and fired["kill"]["sandbox_pids"]  # mid-build
-    assert fired["hang"]["sandbox_pids"]
-    assert not [p for p in fired["hang"]["sandbox_pids"] if alive(p)]
-    assert not list(actors.iterdir())
-
-
 def test_an_actor_without_a_sandbox_fails_start(farm, tmp_path):
     """No bubblewrap on the node: start fails with the actor's reason and leaves nothing."""
     actors = tmp_path / "actors"
@@ -261,3 +193,6 @@ def test_config_chooses_the_backend():
         EnvsConfig(backend="ray", max_concurrent_builds=0)
     with pytest.raises(ValueError, match="max_concurrent_builds"):
         RayFarm(workers=2, max_concurrent_builds=0)
+    for bad in ({"CPU": 1}, {"docker": 0}):
+        with pytest.raises(ValueError, match="custom resources with amounts > 0"):
+            RayFarm(workers=2, resources=bad)

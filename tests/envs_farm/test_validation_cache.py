@@ -3,11 +3,14 @@ processes (flock), infra errors never stored, corrupt entries rebuilt."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import shutil
 import time
 from pathlib import Path
+
+import pytest
 
 from jaxrepair.envs.reward import ValidationResult
 from jaxrepair.envs.validation_cache import ValidationCache, workspace_hash
@@ -135,3 +138,52 @@ def test_concurrent_identical_builds_run_once(c_tasks, tmp_path):
     assert len(counter.read_text().splitlines()) == 1
     outs = sorted((tmp_path / f"out{i}").read_text() for i in range(3))
     assert outs == ["pass False", "pass True", "pass True"]
+
+
+def test_cache_server_claims_wait_and_die_with_their_owner(tmp_path):
+    """The cluster cache's single-flight: the first caller of a key claims it and the others
+    wait for its result; a claim whose owner died is dropped and a waiter takes it over at
+    once (not after its wait limit); a stuck claim costs a duplicate build after the limit;
+    infra errors are never stored. Oracle: the directory's files and the event order."""
+    import asyncio
+
+    from jaxrepair.envs.validation_cache import CacheServer
+
+    server = CacheServer(tmp_path / "cache")
+    ok = {"outcome": "pass", "reward": 1.0}
+
+    async def run() -> None:
+        assert await server.acquire("k", "a", 30.0) is None  # a builds k
+        b = asyncio.ensure_future(server.acquire("k", "b", 30.0))
+        c = asyncio.ensure_future(server.acquire("k", "c", 30.0))
+        await asyncio.sleep(0.05)
+        assert not b.done() and not c.done()  # waiting for a
+        assert await server.release_owner("a") == 1  # a died mid-build
+        t0 = time.monotonic()
+        done, pending = await asyncio.wait({b, c}, return_when=asyncio.FIRST_COMPLETED)
+        assert time.monotonic() - t0 < 5.0  # woken by the release, not by the wait limit
+        # one of them now builds k, the other waits for its result
+        (first,), (second,) = done, pending
+        assert first.result() is None
+        winner = "b" if first is b else "c"
+        assert server._claims["k"] == winner and not second.done()
+        await server.put("k", winner, ok)
+        assert await second == ok
+        assert await server.acquire("k", "d", 30.0) == ok
+        # a stuck holder: the waiter builds too after its limit
+        assert await server.acquire("s", "x", 30.0) is None
+        t0 = time.monotonic()
+        assert await server.acquire("s", "y", 0.2) is None
+        assert time.monotonic() - t0 >= 0.2
+        await server.put("s", "y", {"outcome": "infra_error"})
+        assert await server.acquire("s", "z", 0.2) is None  # not stored: z builds it
+
+    asyncio.run(run())
+    assert [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")] == [ok]
+    stats = asyncio.run(server.stats())
+    assert stats["hits"] == 2 and stats["claims"] == 1  # z's claim is still open
+
+
+def test_cache_needs_one_place():
+    with pytest.raises(ValueError, match="exactly one of root"):
+        ValidationCache()
