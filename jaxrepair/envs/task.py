@@ -347,10 +347,32 @@ def swebench_task(rec: dict, root: Path, lineno: int = 0) -> Task:
     )
 
 
+def is_corpus_manifest(path: Path) -> bool:
+    """A .jsonl file whose first record carries the corpus schema (jaxrepair.corpus): a
+    real-world corpus manifest, not a SWE-bench import."""
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(rec, dict) and str(rec.get("schema", "")).startswith(
+                    "jaxrepair.corpus/"
+                )
+    return False
+
+
 def load_tasks(path: str | Path) -> list[Task]:
-    """All tasks under a directory (searched recursively for task.toml), or from a .jsonl file."""
+    """All tasks under a directory (searched recursively for task.toml), or from a .jsonl file:
+    a corpus manifest (materialised from cached snapshots, see jaxrepair.corpus) or a SWE-bench
+    import."""
     p = Path(path)
-    if p.is_file() and p.suffix == ".jsonl":
+    if p.is_file() and p.suffix == ".jsonl" and is_corpus_manifest(p):
+        from ..corpus.manifest import load_manifest  # corpus imports this module
+
+        tasks = load_manifest(p)
+    elif p.is_file() and p.suffix == ".jsonl":
         tasks = []
         for lineno, line in enumerate(p.read_text().splitlines(), 1):
             if not line.strip():

@@ -1,0 +1,9 @@
+"""The real-world task corpus: upstream projects fetched by exact version and hash, unpacked
+into content-addressed snapshots, broken procedurally, validated in the sandbox, and stored as
+a JSONL manifest of patches and hashes (never source). See docs/corpus.md.
+
+Modules: sources (registries, hash pinning), snapshots (the cache of source trees), patches
+(git-format diffs), python_breakages (AST-located breakages), manifest (records, corpus
+version, materialisation into envs.task.Task), projects (the pinned project list), build
+(the pipeline).
+"""
