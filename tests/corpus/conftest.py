@@ -8,7 +8,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from jaxrepair.corpus.projects import Project
 from jaxrepair.corpus.sources import SourceSpec
 from jaxrepair.envs.sandbox import SandboxUnavailable, make_sandbox
+from tests.environ import environ
 
 CORE = '''"""A tiny arithmetic package."""
 
@@ -120,15 +120,9 @@ def fake_npm(root: Path, name: str, version: str, archive: Path) -> str:
 @pytest.fixture(scope="package", autouse=True)
 def private_cache(tmp_path_factory):
     """A private jaxrepair cache and an empty corpus package index for these tests."""
-    old = {k: os.environ.get(k) for k in ("JAXREPAIR_CACHE", "JAXREPAIR_PACKAGES_DIR")}
-    os.environ["JAXREPAIR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["JAXREPAIR_PACKAGES_DIR"] = str(tmp_path_factory.mktemp("packages"))
-    yield Path(os.environ["JAXREPAIR_CACHE"])
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    cache, packages = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("packages")
+    with environ(JAXREPAIR_CACHE=str(cache), JAXREPAIR_PACKAGES_DIR=str(packages)):
+        yield cache
 
 
 @pytest.fixture

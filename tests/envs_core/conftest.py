@@ -14,6 +14,7 @@ import tomli_w
 
 from jaxrepair.envs.sandbox import Limits, SandboxUnavailable, make_sandbox
 from jaxrepair.envs.task import load_task
+from tests.environ import environ
 
 # The fixture repositories hold their own tests; they run only inside sandboxes.
 collect_ignore_glob = ["fixtures/*"]
@@ -25,15 +26,9 @@ TEST_LIMITS = Limits(cpu_s=30, memory_mb=1024, nproc=64, fsize_mb=256, output_by
 @pytest.fixture(scope="package", autouse=True)
 def private_cache(tmp_path_factory):
     """An isolated jaxrepair cache and the fixture package index (2 versions of greetlib)."""
-    old = {k: os.environ.get(k) for k in ("JAXREPAIR_CACHE", "JAXREPAIR_PACKAGES_DIR")}
-    os.environ["JAXREPAIR_CACHE"] = str(tmp_path_factory.mktemp("jaxrepair-cache"))
-    os.environ["JAXREPAIR_PACKAGES_DIR"] = str(FIXTURES / "packages")
-    yield Path(os.environ["JAXREPAIR_CACHE"])
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    cache = tmp_path_factory.mktemp("jaxrepair-cache")
+    with environ(JAXREPAIR_CACHE=str(cache), JAXREPAIR_PACKAGES_DIR=str(FIXTURES / "packages")):
+        yield cache
 
 
 @pytest.fixture(scope="package")
