@@ -35,7 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxrepair.config import EngineSection
 from jaxrepair.engine.api import Completion, Event, Request
 from jaxrepair.engine.blocks import ROOT, BlockPool, OutOfBlocks
-from jaxrepair.engine.paged_model import compile_programs, init_pool
+from jaxrepair.engine.paged_model import RaggedBlocks, compile_programs, init_pool
 from jaxrepair.engine.reshard import reshard_to_engine
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.qwen3 import Params
@@ -43,10 +43,11 @@ from jaxrepair.model.sampler import Buckets
 from jaxrepair.model.sharding import check_mesh_fits, param_shardings
 
 _STOP_BUCKETS = (4, 16, 64)
-# Block tables are padded to a power of two of blocks, at least this many (128 tokens at block
-# size 16), and a decode call takes the running sequences padded to a power of two of rows, at
+# A prefill's block table is padded to a power of two of blocks, at least this many (128 tokens
+# at block size 16), a decode call's list of blocks (`_ragged_lists`) to at least this many
+# per row, and a decode call takes the running sequences padded to a power of two of rows, at
 # least this many: a few padded rows or blocks cost less than compiling a program per size,
-# and many cost more (every decode step gathers and multiplies all of them).
+# and many cost more (every decode step multiplies all of them).
 _MIN_TABLE_BLOCKS = 8
 _MIN_DECODE_ROWS = 8
 
@@ -426,34 +427,50 @@ class JaxEngine:
         seq.slot = -1
 
     def _decode_chunk(self) -> list[Event]:
-        chunk = self.config.decode_chunk
+        chunk, bs = self.config.decode_chunk, self.config.block_size
         # the running sequences in admission order, one row each (a row's result does not
         # depend on the other rows, so rows may change between calls)
         seqs = sorted(self._running.values(), key=lambda q: q.rid)
         rows = Buckets.pick(_pow2(self.config.slots, _MIN_DECODE_ROWS), len(seqs))
-        width = Buckets.pick(
-            _pow2(self.max_blocks, _MIN_TABLE_BLOCKS), max(len(q.blocks) for q in seqs)
-        )
         n_stop = Buckets.pick(
             _STOP_BUCKETS,
             max(max(len(q.request.sampling.stop_tokens) for q in seqs), 1),
         )
-        args = _DecodeArgs.empty(rows, width, n_stop)
-        table, length, last, active = args.table, args.length, args.last, args.active
+        args = _DecodeArgs.empty(rows, _write_width(chunk, bs), n_stop)
+        table, base, length, last = args.table, args.base, args.length, args.last
+        active = args.active
         produced, budget, keys, stops = args.produced, args.budget, args.keys, args.stops
         temperature, top_k, top_p = args.temperature, args.top_k, args.top_p
+        width = table.shape[1]
         for s, q in enumerate(seqs):
             sp = q.request.sampling
-            table[s, : len(q.blocks)] = q.blocks
+            base[s] = q.computed // bs
+            writes = q.blocks[base[s] : base[s] + width]
+            table[s, : len(writes)] = writes
             length[s], last[s], active[s] = q.computed, q.tokens[-1], True
             produced[s], budget[s], keys[s] = len(q.generated), sp.max_new_tokens, q.key
             temperature[s], top_k[s], top_p[s] = sp.temperature, sp.top_k, sp.top_p
             stops[s, : len(sp.stop_tokens)] = sp.stop_tokens
+        lists = _ragged_lists(
+            [q.blocks for q in seqs],
+            rows,
+            _list_buckets(rows * self.max_blocks, rows * _MIN_TABLE_BLOCKS),
+            bs,
+        )
         sampled = [q.request.sampling for q in seqs if not q.request.sampling.greedy]
         greedy = not sampled
         truncate = any(sp.top_k > 0 or sp.top_p < 1 for sp in sampled)
         self.pool, out_tok, out_lp, n_out, still = self._decode(
-            greedy, truncate, self.params, self.pool, *args.arrays(), np.int32(chunk), chunk
+            greedy,
+            truncate,
+            self.params,
+            self.pool,
+            table,
+            base,
+            lists,
+            *args.arrays()[2:],
+            np.int32(chunk),
+            chunk,
         )
         out_tok, out_lp, n_out, still = jax.device_get((out_tok, out_lp, n_out, still))
         self.stats.decode_calls += 1
@@ -463,8 +480,8 @@ class JaxEngine:
         events = []
         for s, q in enumerate(seqs):
             n = int(n_out[s])
-            toks = [int(t) for t in out_tok[s, :n]]
-            lps = [float(x) for x in out_lp[s, :n]]
+            toks = out_tok[s, :n].tolist()
+            lps = out_lp[s, :n].tolist()
             q.tokens += toks
             q.generated += toks
             q.logprobs += lps
@@ -480,14 +497,21 @@ class JaxEngine:
 
     def decode_hlo(self, *, greedy: bool = True) -> str:
         """The compiled decode program's HLO text (tests check what it communicates)."""
-        chunk = self.config.decode_chunk
-        args = _DecodeArgs.empty(
-            _pow2(self.config.slots, _MIN_DECODE_ROWS)[0],
-            _pow2(self.max_blocks, _MIN_TABLE_BLOCKS)[0],
-            _STOP_BUCKETS[0],
-        )
+        chunk, bs = self.config.decode_chunk, self.config.block_size
+        rows = _pow2(self.config.slots, _MIN_DECODE_ROWS)[0]
+        args = _DecodeArgs.empty(rows, _write_width(chunk, bs), _STOP_BUCKETS[0])
+        lists = _ragged_lists([[]], rows, (rows * _MIN_TABLE_BLOCKS,), bs)
         lowered = self._decode.lower(
-            greedy, False, self.params, self.pool, *args.arrays(), np.int32(chunk), chunk
+            greedy,
+            False,
+            self.params,
+            self.pool,
+            args.table,
+            args.base,
+            lists,
+            *args.arrays()[2:],
+            np.int32(chunk),
+            chunk,
         )
         return lowered.compile().as_text()
 
@@ -508,9 +532,10 @@ class JaxEngine:
 
 @dataclasses.dataclass
 class _DecodeArgs:
-    """Host arrays of one decode call, one row per slot (idle slots inactive)."""
+    """Host arrays of one decode call, one row per running sequence (padding rows inactive)."""
 
-    table: np.ndarray
+    table: np.ndarray  # the blocks a call may write, from block index `base` of each row
+    base: np.ndarray
     length: np.ndarray
     last: np.ndarray
     active: np.ndarray
@@ -526,6 +551,7 @@ class _DecodeArgs:
     def empty(cls, slots: int, width: int, n_stop: int) -> _DecodeArgs:
         return cls(
             table=np.zeros((slots, width), np.int32),
+            base=np.zeros(slots, np.int32),
             length=np.zeros(slots, np.int32),
             last=np.zeros(slots, np.int32),
             active=np.zeros(slots, bool),
@@ -550,3 +576,39 @@ def _pow2(limit: int, least: int) -> tuple[int, ...]:
         n *= 2
     out.append(limit)
     return tuple(sorted(set(out)))
+
+
+def _write_width(chunk: int, block_size: int) -> int:
+    """Blocks one row can write in a decode call of `chunk` steps, from wherever it starts."""
+    return -(-chunk // block_size) + 1
+
+
+def _list_buckets(limit: int, least: int) -> tuple[int, ...]:
+    """Sizes of the ragged block list: powers of two and their halfway points (1.5x), at
+    least `least`, up to `limit`: at most a third of a decode call's attention is padding,
+    for about two compiled programs per doubling of the context the batch holds."""
+    out, n = [], max(min(least, limit), 1)
+    while n < limit:
+        out += [n, n + n // 2] if n >= 2 else [n]
+        n *= 2
+    out.append(limit)
+    return tuple(sorted({x for x in out if x <= limit}))
+
+
+def _ragged_lists(
+    tables: Sequence[Sequence[int]], rows: int, sizes: tuple[int, ...], block_size: int
+) -> RaggedBlocks:
+    """The rows' blocks one after another, padded to the smallest size in `sizes` that holds
+    them (padding: block 0 of the last row at a position nobody reaches)."""
+    n = sum(len(t) for t in tables)
+    size = Buckets.pick(sizes, max(n, 1))
+    blocks = np.zeros(size, np.int32)
+    owner = np.full(size, rows - 1, np.int32)
+    first = np.full(size, np.iinfo(np.int32).max - block_size, np.int32)
+    at = 0
+    for r, t in enumerate(tables):
+        blocks[at : at + len(t)] = t
+        owner[at : at + len(t)] = r
+        first[at : at + len(t)] = np.arange(len(t), dtype=np.int32) * block_size
+        at += len(t)
+    return RaggedBlocks(blocks=blocks, rows=owner, first=first)

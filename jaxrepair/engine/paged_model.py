@@ -10,7 +10,10 @@ Three programs, each compiled once per shape bucket:
   through the first decode step, as in `jaxrepair.model.sampler`);
 - `decode`: up to `steps` decode steps for every slot in one `while_loop`, sampling with the
   sampler's own `sample_tokens`; a slot stops at a stop token or its token budget, and the
-  loop ends early when all have;
+  loop ends early when all have. Its attention is `ragged_decode_attention`: over the
+  running rows' own blocks listed one after another, not over a [rows, widest table] gather,
+  so a long-tailed mix of lengths reads each row's KV once instead of padding every row to
+  the longest;
 - `copy_blocks`: copy-on-write of cached blocks.
 
 The layer math is the model's own (`_attn_block`, `_mlp_block`), so the engine cannot drift
@@ -19,6 +22,7 @@ from the learner.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache, partial
 
 import jax
@@ -45,6 +49,61 @@ def init_pool(cfg: Qwen3Config, num_blocks: int, block_size: int, dtype) -> KVPo
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
+@dataclasses.dataclass(frozen=True)
+class RaggedBlocks:
+    """The KV blocks of a batch of rows listed one after another (row 0's, then row 1's...).
+
+    blocks [P]: pool block ids; rows [P]: the row each belongs to (non-decreasing); first [P]:
+    the sequence position of the block's first slot. Padding entries name block 0, the last
+    row and a `first` past every position, so they are masked out.
+    """
+
+    blocks: jax.Array
+    rows: jax.Array
+    first: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    RaggedBlocks, data_fields=["blocks", "rows", "first"], meta_fields=[]
+)
+
+
+def ragged_decode_attention(
+    q: jax.Array,  # [B, 1, N, H]: one query per row
+    k: jax.Array,  # [num_blocks, block_size, K, H]: one layer of the pool
+    v: jax.Array,
+    lists: RaggedBlocks,
+    positions: jax.Array,  # [B]: each row's query position (it sees keys at <= it)
+) -> jax.Array:
+    """GQA attention of one query per row over that row's listed blocks, softmax in float32.
+
+    The same function as `attention` over a [B, W * block_size] gather with a causal mask,
+    but the work and the memory traffic are the sum of the rows' blocks, not B times the
+    longest row: every block is scored against its own row's query, and the softmax
+    normaliser and the weighted values are summed per row (`segment_sum`). A row with no
+    listed block gets zeros.
+    """
+    b, _, n, h = q.shape
+    kv_heads, bs = k.shape[2], k.shape[1]
+    rows = lists.rows
+    qg = q[:, 0].reshape(b, kv_heads, n // kv_heads, h)[rows]  # [P, K, G, H]
+    kb, vb = k[lists.blocks], v[lists.blocks]  # [P, bs, K, H]
+    scores = jnp.einsum("pkgh,pskh->pkgs", qg, kb, preferred_element_type=jnp.float32)
+    scores = scores * jnp.float32(h**-0.5)
+    key_pos = lists.first[:, None] + jnp.arange(bs)[None, :]
+    visible = key_pos <= positions[rows][:, None]  # [P, bs]
+    scores = jnp.where(visible[:, None, None, :], scores, -jnp.inf)
+    seg = partial(jax.ops.segment_max, segment_ids=rows, num_segments=b, indices_are_sorted=True)
+    peak = seg(jnp.max(scores, axis=-1))  # [B, K, G]
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    p = jnp.exp(scores - peak[rows][..., None])
+    total = partial(jax.ops.segment_sum, segment_ids=rows, num_segments=b, indices_are_sorted=True)
+    norm = total(jnp.sum(p, axis=-1))  # [B, K, G]
+    out = jnp.einsum("pkgs,pskh->pkgh", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32)
+    out = total(out) / jnp.where(norm > 0, norm, 1.0)[..., None]
+    return out.reshape(b, 1, n, h).astype(q.dtype)
+
+
 def paged_forward(
     params: Params,
     cfg: Qwen3Config,
@@ -54,17 +113,28 @@ def paged_forward(
     positions: jax.Array,  # [B, T]
     valid: jax.Array,  # [B, T] bool: False for padding (writes go to block 0)
     table: jax.Array,  # [B, W] int32
+    lists: RaggedBlocks | None = None,
+    table_base: jax.Array | None = None,  # [B]: block index of table[:, 0] (default 0)
 ) -> tuple[jax.Array, KVPool]:
-    """Final hidden states [B, T, D] (normed) and the pool with these tokens' KV written."""
+    """Final hidden states [B, T, D] (normed) and the pool with these tokens' KV written.
+
+    With `lists` (one token per row, T = 1), attention reads the listed blocks
+    (`ragged_decode_attention`) and `table` (starting at block `table_base` of each row) is
+    used only to place the new KV; without, every row gathers its whole table."""
     b, t = tokens.shape
     bs = pool["k"].shape[2]
     x = jnp.take(params["embed"], tokens, axis=0)
     cos, sin = rope_cos_sin(cfg, positions, x.dtype)
-    blk = jnp.take_along_axis(table, positions // bs, axis=1)
+    index = positions // bs if table_base is None else positions // bs - table_base[:, None]
+    blk = jnp.take_along_axis(table, jnp.clip(index, 0, table.shape[1] - 1), axis=1)
     blk = jnp.where(valid, blk, 0)
     off = jnp.where(valid, positions % bs, 0)
     span = table.shape[1] * bs
-    mask = (jnp.arange(span)[None, None, :] <= positions[:, :, None])[:, None]  # [B,1,T,S]
+    mask = None
+    if lists is None:
+        mask = (jnp.arange(span)[None, None, :] <= positions[:, :, None])[:, None]  # [B,1,T,S]
+    elif t != 1:
+        raise ValueError(f"ragged block lists take one token per row, got {t}")
 
     def step(carry, lp):
         x, k_all, v_all, i = carry
@@ -73,9 +143,12 @@ def paged_forward(
         v_all = v_all.at[i, blk, off].set(v.astype(v_all.dtype))
         kl = jax.lax.dynamic_index_in_dim(k_all, i, 0, keepdims=False)
         vl = jax.lax.dynamic_index_in_dim(v_all, i, 0, keepdims=False)
-        kc = kl[table].reshape(b, span, *kl.shape[2:]).astype(q.dtype)
-        vc = vl[table].reshape(b, span, *vl.shape[2:]).astype(q.dtype)
-        a = attention(q, kc, vc, mask, cfg.attention_impl)
+        if lists is not None:
+            a = ragged_decode_attention(q, kl, vl, lists, positions[:, 0])
+        else:
+            kc = kl[table].reshape(b, span, *kl.shape[2:]).astype(q.dtype)
+            vc = vl[table].reshape(b, span, *vl.shape[2:]).astype(q.dtype)
+            a = attention(q, kc, vc, mask, cfg.attention_impl)
         x = x + _dense(a, lp["o_proj"], in_dims=2)
         x = x + _mlp_block(cfg, lp, x, mesh)
         return (x, k_all, v_all, i + 1), None
@@ -104,7 +177,9 @@ def _decode(
     truncate,
     params,
     pool,
-    table,  # [S, W]
+    table,  # [S, W]: the blocks this call writes, from block index `base` of each row
+    base,  # [S]
+    lists,  # RaggedBlocks: the rows' blocks, read by attention
     length,  # [S] tokens with KV = position of the token fed next
     last,  # [S] the token fed next
     active,  # [S] bool
@@ -127,7 +202,16 @@ def _decode(
     def body(state):
         j, pool, length, last, act, prod, out_tok, out_lp, n_out = state
         hidden, pool = paged_forward(
-            params, cfg, mesh, pool, last[:, None], length[:, None], act[:, None], table
+            params,
+            cfg,
+            mesh,
+            pool,
+            last[:, None],
+            length[:, None],
+            act[:, None],
+            table,
+            lists,
+            base,
         )
         logits = logits_from_hidden(params, cfg, hidden)[:, 0]
         step_keys = jax.vmap(lambda kd, n: jax.random.fold_in(jax.random.wrap_key_data(kd), n))(
@@ -174,7 +258,7 @@ def compile_programs(cfg: Qwen3Config, mesh: Mesh | None):
     prefill = jax.jit(partial(_prefill, cfg, mesh), donate_argnums=(1,))
     decode = jax.jit(
         partial(_decode, cfg, mesh),
-        static_argnums=(0, 1, 16),
+        static_argnums=(0, 1, 18),
         donate_argnums=(3,),
     )
     copy = jax.jit(_copy_blocks, donate_argnums=(0,))
