@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of the written weights (default: the checkpoint's, i.e. lossless)",
     )
     p.add_argument(
+        "--peft",
+        action="store_true",
+        help="a LoRA run: write a PEFT adapter directory for its Hugging Face base instead of "
+        "merged full weights",
+    )
+    p.add_argument(
         "--replace",
         action="store_true",
         help="replace the model in a non-empty OUT (its old weights, config and tokenizer "
@@ -462,8 +468,16 @@ def _run(args: argparse.Namespace) -> int:
             import_hf(args.hf_dir, args.out)
             print(f"wrote orbax checkpoint {args.out}")
         else:
-            export_hf(args.ckpt, args.out, step=args.step, dtype=args.dtype, replace=args.replace)
-            print(f"wrote Hugging Face directory {args.out}")
+            export_hf(
+                args.ckpt,
+                args.out,
+                step=args.step,
+                dtype=args.dtype,
+                replace=args.replace,
+                peft=args.peft,
+            )
+            what = "PEFT adapter" if args.peft else "Hugging Face"
+            print(f"wrote {what} directory {args.out}")
         return 0
 
     from jaxrepair.config import load_config

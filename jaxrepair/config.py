@@ -30,6 +30,7 @@ __all__ = [
     "EngineSection",
     "EnvsConfig",
     "GRPOConfig",
+    "LoraConfig",
     "MeshConfig",
     "ModelConfig",
     "OptimConfig",
@@ -427,6 +428,43 @@ class EngineSection:
         _choice("engine", "dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
 
 
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """LoRA: train low-rank adapters W + (alpha / rank) A @ B on a frozen base
+    (`jaxrepair.model.lora`). `targets` name the projections (q, k, v, o of attention;
+    gate, up, down of the MLP, or of every expert in a MoE model).
+
+    `dropout` drops input features of each A (one mask per step and layer, scaled by
+    1 / (1 - dropout)) so the adapters can still be merged into the weights before the forward.
+    Defined here, free of jax, so that reading a config never imports it.
+    """
+
+    SECTION: ClassVar[str] = "lora"
+    enabled: bool = False
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self) -> None:
+        _check("lora", "rank", self.rank >= 1, ">= 1", self.rank)
+        _check("lora", "alpha", self.alpha > 0, "> 0", self.alpha)
+        _check("lora", "dropout", 0 <= self.dropout < 1, "in [0, 1)", self.dropout)
+        _check("lora", "targets", bool(self.targets), "non-empty", self.targets)
+        for t in self.targets:
+            _choice("lora", "targets", t, LORA_TARGETS)
+        _check(
+            "lora", "targets", len(set(self.targets)) == len(self.targets), "unique", self.targets
+        )
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "mesh": MeshConfig,
@@ -438,6 +476,7 @@ SECTIONS: dict[str, type] = {
     "envs": EnvsConfig,
     "tokenizer": TokenizerConfig,
     "engine": EngineSection,
+    "lora": LoraConfig,
 }
 
 
@@ -455,6 +494,7 @@ class RunConfig:
     envs: EnvsConfig = dataclasses.field(default_factory=EnvsConfig)
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     engine: EngineSection = dataclasses.field(default_factory=EngineSection)
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (tuples as lists, None kept) for logging and JSON."""

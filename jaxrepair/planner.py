@@ -14,6 +14,10 @@ loss) so a researcher can choose the mesh and batch before queueing on a pod:
   [B, N, T, T] float32 buffers and a broadcast mask; "blocked" the causal part of them; the
   flash kernels "cudnn" and "splash" only [T, block] tiles), the lm-head chunk of the loss, or
   the optimizer update;
+- LoRA (`[lora]` enabled): the frozen base in the parameter dtype without gradients or
+  moments; the adapters, their gradients and AdamW moments in float32; the merged weights
+  (compute dtype) the forward runs on and the gradient of the merged targeted matrices, which
+  the backward pass materialises before reducing it to the adapters' gradients;
 - GRPO only: with the rollout engine (`[engine]`), its own weights in its compute dtype
   (tensor-parallel over `engine.tensor` devices, the embedding replicated), its paged KV pool
   and the larger of its prefill chunk and its decode step; without it, the static sampler's KV
@@ -35,7 +39,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from jaxrepair.config import EngineSection
+from jaxrepair.config import EngineSection, LoraConfig
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import (
     ShardingError,
@@ -102,12 +106,17 @@ def _model_config(model: str) -> Qwen3Config:
     return Qwen3Config.preset(model)
 
 
-def _shard_bytes(cfg: Qwen3Config, sizes: dict[str, int], dtype_bytes: int) -> float:
-    """Exact per-device bytes of the params under the sharding rules (norms replicated)."""
+def _shard_bytes(
+    cfg: Qwen3Config, sizes: dict[str, int], dtype_bytes: int, only: set[str] | None = None
+) -> float:
+    """Exact per-device bytes of the params under the sharding rules (norms replicated);
+    `only`: just these layer parameters (e.g. the LoRA-targeted matrices)."""
     from jaxrepair.model.qwen3 import param_shapes
 
     mesh = types.SimpleNamespace(shape=sizes)
     shapes = param_shapes(cfg)
+    if only is not None:
+        shapes = {"layers": {k: v for k, v in shapes["layers"].items() if k in only}}
     axes = param_logical_axes(shapes)
     total = 0.0
 
@@ -129,6 +138,32 @@ def _shard_bytes(cfg: Qwen3Config, sizes: dict[str, int], dtype_bytes: int) -> f
                 add(axes[key][k], sds.shape)
         else:
             add(axes[key], value.shape)
+    return total
+
+
+def _adapter_bytes(cfg: Qwen3Config, lora: LoraConfig, sizes: dict[str, int]) -> float:
+    """Per-device bytes of the float32 LoRA adapters, sharded like their base matrices."""
+    import jax
+
+    from jaxrepair.model.lora import adapter_axes, adapter_shapes
+
+    mesh = types.SimpleNamespace(shape=sizes)
+    total = 0.0
+    pairs = zip(
+        jax.tree.leaves(adapter_axes(cfg, lora), is_leaf=lambda x: isinstance(x, tuple)),
+        jax.tree.leaves(adapter_shapes(cfg, lora)),
+        strict=True,
+    )
+    for ax, sds in pairs:
+        spec = tuple(logical_to_spec(ax, mesh, sds.shape))
+        n = 1
+        for dim, part in zip(sds.shape, spec + (None,) * (len(sds.shape) - len(spec)), strict=True):
+            split = 1
+            if part is not None:
+                for a in (part,) if isinstance(part, str) else part:
+                    split *= sizes[a]
+            n *= -(-dim // split)
+        total += n * 4
     return total
 
 
@@ -172,6 +207,7 @@ def plan_memory(
     overlap: bool = False,
     kl_beta: float = 0.0,
     engine: EngineSection | None = None,
+    lora: LoraConfig | None = None,
 ) -> MemoryPlan:
     """Bytes per device for one training step with AdamW (see the module docstring).
 
@@ -180,7 +216,8 @@ def plan_memory(
     sampler runs `generate_batch` sequences with prompts of up to seq_len - max_new_tokens
     tokens (bucketed as the sampler pads them); `overlap` adds the params snapshots and runs
     the sampler's prefill during the update; `kl_beta > 0` adds the reference params;
-    `engine` (an enabled `[engine]` section) counts the rollout engine instead of the sampler.
+    `engine` (an enabled `[engine]` section) counts the rollout engine instead of the sampler;
+    `lora` (an enabled `[lora]` section) trains adapters on a frozen base.
     """
     from jaxrepair.model.config import ATTENTION_IMPLS, REMAT_POLICIES
 
@@ -222,20 +259,48 @@ def plan_memory(
     layer_full = (n - cfg.vocab_size * d * (1 if cfg.tie_word_embeddings else 2)) / L / tp
     notes: list[str] = []
 
-    rows: dict[str, float] = {
-        f"parameters ({param_dtype})": params,
-        f"AdamW moments (2 x {param_dtype})": 2 * params,
-    }
     keys = 5 if kind == "sft" else 6
-    rows["batch arrays"] = global_batch / dp * t * 4 * keys
-    rows[f"gradients ({param_dtype})"] = params
-    if grad_accum > 1:
-        rows[f"gradient accumulator (grad_accum={grad_accum})"] = params
-    if param_dtype != compute_dtype:
-        rows[f"compute-dtype copy of params ({compute_dtype})"] = params * cb / pb
+    trained = params  # bytes of the tree the optimizer updates
+    if lora is None:
+        rows: dict[str, float] = {
+            f"parameters ({param_dtype})": params,
+            f"AdamW moments (2 x {param_dtype})": 2 * params,
+        }
+        rows["batch arrays"] = global_batch / dp * t * 4 * keys
+        rows[f"gradients ({param_dtype})"] = params
+        if grad_accum > 1:
+            rows[f"gradient accumulator (grad_accum={grad_accum})"] = params
+        if param_dtype != compute_dtype:
+            rows[f"compute-dtype copy of params ({compute_dtype})"] = params * cb / pb
+    else:
+        from jaxrepair.model.lora import num_adapter_params, target_specs
+
+        trained = _adapter_bytes(cfg, lora, sizes)
+        targeted = _shard_bytes(cfg, sizes, cb, {p.ours for p in target_specs(cfg, lora)})
+        rows = {
+            f"frozen base ({param_dtype}, no grads or moments)": params,
+            "LoRA adapters (float32)": trained,
+            "AdamW moments (2 x float32, adapters)": 2 * trained,
+        }
+        rows["batch arrays"] = global_batch / dp * t * 4 * keys
+        rows["adapter gradients (float32)"] = trained
+        if grad_accum > 1:
+            rows[f"gradient accumulator (grad_accum={grad_accum})"] = trained
+        merged = targeted
+        if param_dtype != compute_dtype:
+            merged = params * cb / pb
+        rows[f"merged weights ({compute_dtype})"] = merged
+        rows[f"gradient of the merged targeted matrices ({compute_dtype})"] = targeted
+        notes.append(
+            f"LoRA rank {lora.rank} on {','.join(lora.targets)}: "
+            f"{num_adapter_params(cfg, lora) / 1e6:.1f}M trainable parameters"
+        )
     rows["gathered layer weights + unreduced layer grads"] = layer_full * (2 * cb + 4)
     heads_out = 1 if cfg.tie_word_embeddings else 2
-    rows["gathered lm head + full-vocab grads"] = vt * d * (cb + 4 * heads_out)
+    if lora is None:
+        rows["gathered lm head + full-vocab grads"] = vt * d * (cb + 4 * heads_out)
+    else:  # the embedding and lm head are frozen: gathered, no gradient
+        rows["gathered lm head (frozen)"] = vt * d * cb
 
     # activations the remat policy keeps for the backward pass ([L, B, T, ...] stacks)
     tok = b * t
@@ -269,7 +334,7 @@ def plan_memory(
     c = min(t, logits_chunk)
     copies = 2 if kind == "sft" else 3  # GRPO keeps the softmax for the entropy too
     loss_chunk = b * c * vt * 4 * copies + tok * d * 4
-    update = 2 * params
+    update = 2 * trained
     if grad_accum > 1:
         # Measured on this step: inside the accumulation scan XLA splits the loss chunk over
         # half the batch devices (twice the rows each) and schedules it next to a layer's
@@ -300,6 +365,7 @@ def plan_memory(
             notes,
             engine,
             cb,
+            lora is not None,
         )
     return MemoryPlan(
         model=model,
@@ -329,14 +395,16 @@ def _grpo_rows(
     notes: list[str],
     engine: EngineSection | None = None,
     compute_bytes: int = 2,
+    lora: bool = False,
 ) -> None:
     """The sampler (or the rollout engine) and the param copies GRPO holds next to the train
     step."""
     dp = sizes["data"] * sizes["fsdp"]
     tp = sizes["tensor"]
     if overlap:
-        rows["overlap snapshots (2 x params: collecting + behaviour)"] = 2 * params
-    if kl_beta > 0:
+        snap = params * compute_bytes / pb if lora else params  # LoRA: merged params
+        rows["overlap snapshots (2 x params: collecting + behaviour)"] = 2 * snap
+    if kl_beta > 0 and not lora:  # LoRA: the reference is the frozen base itself
         rows["reference params (kl_beta > 0)"] = params
     if engine is not None:
         rows.update(engine_rows(cfg, engine, seq_len, compute_bytes))
@@ -500,6 +568,7 @@ def plan_for_config(
         overlap=g.overlap if kind == "grpo" else False,
         kl_beta=g.kl_beta if kind == "grpo" else 0.0,
         engine=run_config.engine if kind == "grpo" and run_config.engine.enabled else None,
+        lora=run_config.lora if run_config.lora.enabled else None,
     )
 
 

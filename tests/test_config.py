@@ -34,7 +34,7 @@ def test_defaults_load_and_are_frozen():
     # Every section and field is present in to_dict, each with its default.
     d = cfg.to_dict()
     sections = {"model", "mesh", "data", "optim", "train", "sft", "grpo", "envs", "tokenizer"}
-    assert set(d) == sections | {"engine"}
+    assert set(d) == sections | {"engine", "lora"}
     assert d["grpo"]["group_size"] == GRPOConfig().group_size
     assert d["grpo"]["dual_clip"] is None
     assert cfg.tokenizer_spec == "tiny"

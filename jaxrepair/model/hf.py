@@ -61,7 +61,7 @@ SAFE_SINGLE = "model.safetensors"
 # What a model directory's weights and description are made of: `replace=True` removes these
 # (and only these) before the new files move in.
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
-MODEL_FILES = ("config.json", GENERATION_CONFIG, *TOKENIZER_FILES)
+MODEL_FILES = ("config.json", GENERATION_CONFIG, "adapter_config.json", *TOKENIZER_FILES)
 EXPORT_DTYPES: dict[str, np.dtype] = {
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
     "float32": np.dtype(np.float32),
@@ -752,3 +752,88 @@ class _ExportFiles:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
+
+
+# ----------------------------------------------------------------------------- PEFT adapters
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+
+
+def peft_tensors(cfg: Qwen3Config, lora: Any, adapters: Params) -> Iterator[tuple[str, np.ndarray]]:
+    """(PEFT name, float32 array) of every adapter matrix: ours A [L, *in, r] and B
+    [L, r, *out] per layer are PEFT's lora_A [r, in] and lora_B [out, r] of the HF module
+    (so lora_B @ lora_A is the HF-layout [out, in] update)."""
+    from jaxrepair.model.lora import target_specs
+
+    for p in target_specs(cfg, lora):
+        if p.expert:
+            raise ValueError(
+                "PEFT export of MoE expert adapters is not supported (transformers stores the "
+                "experts fused); export merged weights, or target only q, k, v, o"
+            )
+        ab = adapters["layers"][p.ours]
+        a = np.asarray(gather_to_host(ab["a"]), np.float32)
+        b = np.asarray(gather_to_host(ab["b"]), np.float32)
+        module = p.hf.removesuffix(".weight")
+        for i in range(cfg.num_hidden_layers):
+            prefix = "base_model.model." + module.format(i=i)
+            r = a.shape[-1]
+            yield prefix + ".lora_A.weight", np.ascontiguousarray(a[i].reshape(-1, r).T)
+            yield prefix + ".lora_B.weight", np.ascontiguousarray(b[i].reshape(r, -1).T)
+
+
+def save_peft_adapter(
+    out_dir: str | Path,
+    cfg: Qwen3Config,
+    lora: Any,
+    adapters: Params,
+    base_model: str | None,
+    *,
+    replace: bool = False,
+) -> Path:
+    """Write a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)
+    that `peft.PeftModel.from_pretrained(transformers_base, out_dir)` loads. Multi-process:
+    every process calls it (gathers); process 0 writes."""
+    from safetensors.numpy import save_file
+
+    from jaxrepair.model.lora import target_specs
+
+    out = Path(out_dir).absolute()
+    error: BaseException | None = None
+    if multihost.is_primary():
+        try:
+            check_out_dir(out, replace)
+        except OSError as e:
+            error = e
+    agree(error)
+    tensors = dict(peft_tensors(cfg, lora, adapters))
+    if not multihost.is_primary():
+        return out
+    modules = sorted(
+        {p.hf.removesuffix(".weight").rsplit(".", 1)[-1] for p in target_specs(cfg, lora)}
+    )
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": modules,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "modules_to_save": None,
+    }
+    staging = _staging_dir(out)
+    try:
+        save_file(tensors, str(staging / PEFT_WEIGHTS), metadata={"format": "pt"})
+        (staging / PEFT_CONFIG).write_text(json.dumps(config, indent=2))
+        _commit(staging, out, replace)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

@@ -531,7 +531,8 @@ def load_params(
     ckpt_dir: str | Path, step: int | None = None, mesh=None, dtype=None
 ) -> tuple[Qwen3Config, Any, int]:
     """(model config, params, step) of a checkpoint, params placed on `mesh` (default: one
-    device, or all devices sharded when there are several processes)."""
+    device, or all devices sharded when there are several processes). A LoRA checkpoint gives
+    the base it points to with its adapters merged."""
     from jaxrepair.model.qwen3 import param_shapes
     from jaxrepair.model.sharding import param_shardings
 
@@ -540,15 +541,181 @@ def load_params(
         step, meta = ck.read_meta(step)
         if "model_config" not in meta:
             raise CheckpointError(f"{ckpt_dir} step {step}: meta has no model_config")
-        cfg = config_from_json(meta["model_config"])
-        saved_dtype = jnp.dtype(meta.get("param_dtype", "float32"))
-        shapes = param_shapes(cfg, saved_dtype)
-        shard = _default_shardings(shapes) if mesh is None else param_shardings(shapes, mesh)
-        restored = ck.restore(abstract_like(shapes, shard), None, step=step)
-        assert restored is not None
-        params = restored.params
+        lora = LORA_META in meta
+        if not lora:
+            cfg = config_from_json(meta["model_config"])
+            saved_dtype = jnp.dtype(meta.get("param_dtype", "float32"))
+            shapes = param_shapes(cfg, saved_dtype)
+            shard = _default_shardings(shapes) if mesh is None else param_shardings(shapes, mesh)
+            restored = ck.restore(abstract_like(shapes, shard), None, step=step)
+            assert restored is not None
+            params = restored.params
     finally:
         ck.close()
+    if lora:  # adapters only: load the base they point to and merge
+        return _load_merged(ckpt_dir, step, mesh, dtype)
+    if dtype is not None:
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+    return cfg, params, step
+
+
+# ----------------------------------------------------------------------------- LoRA
+# A LoRA run's checkpoints hold only the adapters; meta["lora_base"] points to the base:
+# {"kind": "hf" | "orbax" | "random", "path", "step" (orbax), "seed" (random), "fingerprint"}.
+LORA_META, LORA_BASE_META = "lora", "lora_base"
+
+
+def _hf_fingerprint(path: Path) -> str:
+    """sha256 of config.json and every safetensors file's name, size and header (the tensor
+    names, dtypes, shapes and offsets): cheap for a 32B model, changes when the weights are
+    rewritten."""
+    import hashlib
+    import struct
+
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.glob("*.safetensors")):
+        with f.open("rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = fh.read(n)
+        h.update(f"{f.name}:{f.stat().st_size}:".encode() + header)
+    return h.hexdigest()
+
+
+def base_pointer(kind: str, path: str | None, cfg: Qwen3Config, seed: int) -> dict[str, Any]:
+    """Where a LoRA run's frozen base comes from, with a fingerprint that tells whether the
+    source still holds the same weights."""
+    import hashlib
+
+    ptr: dict[str, Any] = {"kind": kind, "path": path}
+    if kind == "hf":
+        assert path is not None
+        ptr["fingerprint"] = _hf_fingerprint(Path(path))
+    elif kind == "orbax":
+        assert path is not None
+        ck = run_path(path)
+        ck_reader = Checkpointer(ck, keep=None, async_save=False, read_only=True)
+        try:
+            step = ck_reader.latest_good_step()
+        finally:
+            ck_reader.close()
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint in {path}")
+        marker = (ck / str(step) / COMMIT_MARKER).read_text()
+        ptr["step"] = step
+        ptr["fingerprint"] = hashlib.sha256(marker.encode()).hexdigest()
+    else:
+        ptr["seed"] = seed
+        text = json.dumps([config_to_json(cfg), seed], sort_keys=True)
+        ptr["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()
+    return ptr
+
+
+def lora_meta(lora: Any, base_ref: Mapping[str, Any], base: Any) -> dict[str, Any]:
+    """The meta a LoRA checkpoint adds: its LoRA config, the base pointer and dtypes."""
+    return {
+        LORA_META: dataclasses.asdict(lora),
+        LORA_BASE_META: dict(base_ref),
+        "param_dtype": jnp.dtype(base["embed"].dtype).name,
+        "adapter_dtype": "float32",
+    }
+
+
+def check_base_pointer(meta: Mapping[str, Any], base_ref: Mapping[str, Any], where: str) -> None:
+    """Refuse to resume or load adapters onto a base other than the one they were trained on."""
+    saved = meta.get(LORA_BASE_META)
+    if saved is None:
+        raise CheckpointError(f"{where} holds no LoRA adapters (a full-weights checkpoint)")
+    if saved.get("fingerprint") != base_ref.get("fingerprint"):
+        raise CheckpointError(
+            f"{where}: the LoRA adapters were trained on base {saved.get('kind')}:"
+            f"{saved.get('path')} (fingerprint {str(saved.get('fingerprint'))[:12]}), but the "
+            f"base is now {base_ref.get('kind')}:{base_ref.get('path')} (fingerprint "
+            f"{str(base_ref.get('fingerprint'))[:12]})"
+        )
+
+
+def load_lora_base(ptr: Mapping[str, Any], cfg: Qwen3Config, mesh=None, dtype=None) -> Any:
+    """The base weights a LoRA checkpoint points to, checked against its fingerprint."""
+    kind, path = ptr.get("kind"), ptr.get("path")
+    if kind == "hf":
+        from jaxrepair.model import load_hf
+
+        now = base_pointer("hf", path, cfg, 0)
+        check_base_pointer({LORA_BASE_META: ptr}, now, f"LoRA base {path}")
+        return load_hf(path, mesh=mesh, dtype=dtype)[1]
+    if kind == "orbax":
+        import hashlib
+
+        marker = run_path(path) / str(ptr["step"]) / COMMIT_MARKER
+        if not marker.is_file():
+            raise CheckpointError(f"LoRA base {path} step {ptr['step']} is gone")
+        now = {"fingerprint": hashlib.sha256(marker.read_text().encode()).hexdigest()}
+        check_base_pointer({LORA_BASE_META: ptr}, now, f"LoRA base {path}")
+        return load_params(path, ptr["step"], mesh=mesh, dtype=dtype)[1]
+    if kind == "random":
+        from jaxrepair.model import init_params
+
+        seed = int(ptr["seed"])
+        return init_params(cfg, jax.random.key(seed), mesh=mesh, dtype=dtype or jnp.float32)
+    raise CheckpointError(f"unknown LoRA base kind {kind!r}")
+
+
+def load_lora(
+    ckpt_dir: str | Path, step: int | None = None, mesh=None, with_base: bool = True
+) -> tuple[Qwen3Config, Any, Any, Any, int]:
+    """(model config, LoRA config, base params, adapters, step) of a LoRA checkpoint; the
+    base is None without `with_base`."""
+    from jaxrepair.config import LoraConfig
+    from jaxrepair.model.lora import adapter_shapes, adapter_shardings
+
+    ck = Checkpointer(find_checkpoint_dir(ckpt_dir), keep=None, async_save=False, read_only=True)
+    try:
+        step, meta = ck.read_meta(step)
+        if LORA_META not in meta:
+            raise CheckpointError(f"{ckpt_dir} step {step} holds full weights, not LoRA adapters")
+        cfg = config_from_json(meta["model_config"])
+        raw = dict(meta[LORA_META])
+        lora = LoraConfig(**{**raw, "targets": tuple(raw["targets"])})
+        shapes = adapter_shapes(cfg, lora)
+        if mesh is None:
+            shard = _default_shardings(shapes)
+        else:
+            shard = adapter_shardings(cfg, lora, mesh)
+        restored = ck.restore(abstract_like(shapes, shard), None, step=step)
+        assert restored is not None
+    finally:
+        ck.close()
+    if not with_base:
+        return cfg, lora, None, restored.params, step
+    base_dtype = jnp.dtype(meta.get("param_dtype", "float32"))
+    base = load_lora_base(meta[LORA_BASE_META], cfg, mesh, base_dtype)
+    return cfg, lora, base, restored.params, step
+
+
+def lora_base_dir(ckpt_dir: str | Path, step: int | None = None) -> str:
+    """The Hugging Face directory a LoRA checkpoint's base comes from (PEFT export needs one)."""
+    ck = Checkpointer(find_checkpoint_dir(ckpt_dir), keep=None, async_save=False, read_only=True)
+    try:
+        step, meta = ck.read_meta(step)
+    finally:
+        ck.close()
+    ptr = meta.get(LORA_BASE_META)
+    if ptr is None:
+        raise CheckpointError(f"{ckpt_dir} step {step} holds full weights, not LoRA adapters")
+    if ptr.get("kind") != "hf":
+        raise CheckpointError(
+            f"{ckpt_dir}: PEFT adapters load onto a Hugging Face base, but this run's base is "
+            f"{ptr.get('kind')}:{ptr.get('path')}; export merged weights instead"
+        )
+    return str(ptr["path"])
+
+
+def _load_merged(ckpt_dir, step, mesh, dtype) -> tuple[Qwen3Config, Any, int]:
+    """A LoRA checkpoint as full params: base + (alpha / r) A @ B, in the base's dtype."""
+    from jaxrepair.model.lora import merge
+
+    cfg, lora, base, adapters, step = load_lora(ckpt_dir, step, mesh)
+    params = jax.jit(lambda b, a: merge(b, a, cfg, lora))(base, adapters)
     if dtype is not None:
         params = jax.tree.map(lambda p: p.astype(dtype), params)
     return cfg, params, step
@@ -570,8 +737,13 @@ def export_hf(
     tokenizer_from: str | Path | None = None,
     replace: bool = False,
     mesh=None,
+    peft: bool = False,
 ) -> Path:
     """Write a transformers `from_pretrained` directory from an orbax training checkpoint.
+
+    A LoRA run's checkpoint is exported with its adapters merged into the base, or with
+    `peft` as a PEFT adapter directory for its Hugging Face base (adapter_config.json +
+    adapter_model.safetensors, fp32).
 
     `dtype` (bfloat16, float32, float16) defaults to the checkpoint's own parameter dtype, so
     an export is lossless unless asked otherwise. A non-empty `out_dir` is refused unless
@@ -608,9 +780,17 @@ def export_hf(
         except OSError as e:
             error = e
     agree(error)
-    cfg, params, step = load_params(
-        ck_dir, step, mesh=_all_devices_mesh() if mesh is None else mesh
-    )
+    mesh = _all_devices_mesh() if mesh is None else mesh
+    if peft:
+        from jaxrepair.model.hf import save_peft_adapter
+
+        base_dir = lora_base_dir(ck_dir, step)
+        cfg, lora, _, adapters, step = load_lora(ck_dir, step, mesh, with_base=False)
+        out = save_peft_adapter(out, cfg, lora, adapters, base_dir, replace=replace)
+        if is_primary():
+            log.info("exported LoRA adapters of step %d of %s to %s (PEFT)", step, ckpt_dir, out)
+        return out
+    cfg, params, step = load_params(ck_dir, step, mesh=mesh)
     tok: Any = tokenizer_from
     src = ck_dir / TOKENIZER_SUBDIR
     with tempfile.TemporaryDirectory() as tmp:

@@ -600,7 +600,7 @@ def run_grpo(
     from jaxrepair.train.checkpoint import PreemptionSync
     from jaxrepair.train.run_setup import farm_drivers, make_farm, start_training
     from jaxrepair.train.rundir import finish_run
-    from jaxrepair.train.trainer import DIGEST_ENV, MetricsLogger, shard_digests
+    from jaxrepair.train.trainer import DIGEST_ENV, MetricsLogger, lora_run, shard_digests
 
     t_start = time.perf_counter()
     # refuses a directory holding another run
@@ -619,11 +619,17 @@ def run_grpo(
     out_dir = run.path
 
     trainer = setup.trainer(grpo_loss_fn(cfg, g, chunk, mesh), total_updates)
+    lora = lora_run(setup)
+    if lora is not None:
+        trainer.use_lora(lora)
     state = GRPOState(len(task_list), g.tasks_per_step, tr.seed)
     resumed = setup.restore_or_init(trainer, state, lambda: state.step, "GRPO step")
     ref_params = None
     if g.kl_beta > 0:  # the reference is the run's starting point, also after a resume
-        ref_params = setup.initial_params() if resumed else _copy_tree(trainer.params)
+        if trainer.base is not None:  # LoRA: the frozen base itself, no second copy
+            ref_params = trainer.base
+        else:
+            ref_params = setup.initial_params() if resumed else _copy_tree(trainer.params)
 
     clock = AcceleratorClock()
     learner = GRPOLearner(

@@ -333,6 +333,15 @@ def make_eval_fn(rows: PackedRows, cfg: Qwen3Config, batch_size: int, chunk: int
 
 
 # ----------------------------------------------------------------------------- entry point
+def num_trainable(cfg: Qwen3Config, config: RunConfig) -> int:
+    """Parameters the run trains: all, or the LoRA adapters'."""
+    if not config.lora.enabled:
+        return cfg.num_params()
+    from jaxrepair.model.lora import num_adapter_params
+
+    return num_adapter_params(cfg, config.lora)
+
+
 def run_sft(
     config: RunConfig,
     *,
@@ -353,6 +362,7 @@ def run_sft(
     """
     from jaxrepair.train.run_setup import start_training
     from jaxrepair.train.rundir import finish_run
+    from jaxrepair.train.trainer import lora_run
 
     t_start = time.perf_counter()
     if not config.data.train_paths:
@@ -383,6 +393,9 @@ def run_sft(
         )
     cfg, chunk = setup.source.cfg, min(DEFAULT_CHUNK, d.seq_len)
     trainer = setup.trainer(sft_loss_fn(cfg, chunk, mesh), tr.steps, progress)
+    lora = lora_run(setup)
+    if lora is not None:
+        trainer.use_lora(lora)
     loader = PackedLoader(rows, d.batch_size, seed=tr.seed, shuffle=d.shuffle)
     resumed = setup.restore_or_init(trainer, loader, lambda: trainer.step, "step")
     eval_fn = None
@@ -396,6 +409,7 @@ def run_sft(
         resumed=resumed,
         data=rows.stats,
         params=cfg.num_params(),
+        trainable_params=num_trainable(cfg, config),
         wall_s=time.perf_counter() - t_start,
         checkpoint_dir=str(out_dir / "checkpoints"),
         run_dir_state=setup.run.state,

@@ -18,6 +18,7 @@ the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxrepair.config import OptimConfig
+from jaxrepair.config import LoraConfig, OptimConfig
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import param_shardings
 from jaxrepair.multihost import is_primary
@@ -46,6 +47,9 @@ from jaxrepair.train.checkpoint import (
     rng_to_json,
 )
 from jaxrepair.train.storage import check_shared_storage, is_uri, run_path
+
+if TYPE_CHECKING:
+    from jaxrepair.train.run_setup import TrainingStart
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +159,16 @@ def single_device_mesh() -> Mesh:
 
 
 def state_shardings(
-    optimizer: optax.GradientTransformation, params_abstract: Params, mesh: Mesh
+    optimizer: optax.GradientTransformation,
+    params_abstract: Params,
+    mesh: Mesh,
+    p_sh: Any | None = None,
 ) -> dict[str, Any]:
     """NamedShardings of {"step", "params", "opt_state"}: optimizer moments follow their
-    parameter's sharding (via optax.tree_map_params), scalars are replicated."""
-    p_sh = param_shardings(params_abstract, mesh)
+    parameter's sharding (via optax.tree_map_params), scalars are replicated. `p_sh` gives
+    the trained tree's shardings when it is not model params (LoRA adapters)."""
+    if p_sh is None:
+        p_sh = param_shardings(params_abstract, mesh)
     opt_abstract = jax.eval_shape(optimizer.init, params_abstract)
     o_sh = optax.tree_map_params(
         optimizer,
@@ -198,25 +207,36 @@ def _cast_floats(tree: Any, dtype) -> Any:
     )
 
 
+# (trained tree, frozen tree, rng) -> the params the loss sees (e.g. LoRA's merge)
+ModelParamsFn = Callable[[Any, Any, jax.Array], Params]
+
+
 def build_step_fn(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     schedule: optax.Schedule,
     compute_dtype=None,
     accum_steps: int = 1,
+    model_params: ModelParamsFn | None = None,
 ) -> Callable:
-    """(state, batch, rng) -> (state, metrics): grads (accumulated), clip, AdamW, metrics."""
+    """(state, frozen, batch, rng) -> (state, metrics): grads (accumulated), clip, AdamW,
+    metrics. Gradients are taken w.r.t. state["params"] only; `frozen` (None, or a LoRA run's
+    base weights) is a constant input that `model_params` combines with them."""
 
-    def loss_cast(params, batch, rng):
-        loss, metrics = loss_fn(_cast_floats(params, compute_dtype), batch, rng)
+    def loss_cast(params, frozen, batch, rng):
+        if model_params is None:
+            model = _cast_floats(params, compute_dtype)
+        else:
+            model = model_params(params, frozen, jax.random.fold_in(rng, 0x10A))
+        loss, metrics = loss_fn(model, batch, rng)
         return loss.astype(jnp.float32), metrics
 
     grad_fn = jax.value_and_grad(loss_cast, has_aux=True)
 
-    def step_fn(state, batch, rng):
+    def step_fn(state, frozen, batch, rng):
         params = state["params"]
         if accum_steps == 1:
-            (loss, metrics), grads = grad_fn(params, batch, rng)
+            (loss, metrics), grads = grad_fn(params, frozen, batch, rng)
         else:
 
             def split(x):
@@ -230,7 +250,7 @@ def build_step_fn(
 
             def body(carry, xs):
                 mb, i = xs
-                (li, m), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+                (li, m), g = grad_fn(params, frozen, mb, jax.random.fold_in(rng, i))
                 acc_l, acc_m, acc_g = carry
                 return (
                     acc_l + li,
@@ -239,7 +259,7 @@ def build_step_fn(
                 ), None
 
             first = jax.tree.map(lambda x: x[0], micro)
-            m_shape = jax.eval_shape(lambda: grad_fn(params, first, rng)[0][1])
+            m_shape = jax.eval_shape(lambda: grad_fn(params, frozen, first, rng)[0][1])
             init = (
                 jnp.zeros((), jnp.float32),
                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape),
@@ -377,6 +397,29 @@ class MetricsLogger:
 
 
 # ----------------------------------------------------------------------------- trainer
+@dataclasses.dataclass(frozen=True)
+class LoraRun:
+    """A LoRA run's frozen base: how to load it (on the run's mesh, in its param dtype) and
+    the pointer every checkpoint stores in place of its weights (`checkpoint.base_pointer`)."""
+
+    config: LoraConfig
+    load_base: Callable[[], Params]
+    base_ref: Mapping[str, Any]
+
+
+def lora_run(setup: TrainingStart) -> LoraRun | None:
+    """The LoRA set-up of a training run (`[lora]` enabled), its base being the run's model
+    source; None for full fine-tuning."""
+    from jaxrepair.train.checkpoint import base_pointer
+
+    lora = setup.config.lora
+    if not lora.enabled:
+        return None
+    src = setup.source
+    ref = base_pointer(src.kind, src.path, src.cfg, setup.config.train.seed)
+    return LoraRun(lora, setup.initial_params, ref)
+
+
 class Trainer:
     """Holds the sharded train state and runs the loop with checkpoints and preemption.
 
@@ -384,6 +427,11 @@ class Trainer:
     arrays, or a copy, to keep using them). GRPO-style callers drive `train_step(batch)`
     themselves and call `save(state_source)` / `restore(state_source, abstract)` with any
     object that has `state_dict()` / `load_state_dict()`; SFT uses `fit`.
+
+    With `use_lora` (before set_params/restore) the trained tree is LoRA adapters (fp32, with
+    the only optimizer state), the params given to `set_params` become the frozen base (a
+    constant input of the step, never donated), `params` is the merged model and checkpoints
+    hold the adapters plus a pointer to the base.
     """
 
     def __init__(
@@ -423,6 +471,11 @@ class Trainer:
         self.rng = jax.random.key(seed)
         self.ckpt = Checkpointer(self.out_dir / "checkpoints", checkpoint_keep, async_checkpoint)
         self._param_shapes = None
+        self._loss_fn, self._compute_dtype = loss_fn, compute_dtype
+        self.lora: LoraRun | None = None
+        self.base: Params | None = None  # a LoRA run's frozen weights
+        self._merged: tuple[int, Params] | None = None
+        self._merge_jit: Callable | None = None
         self.state: dict[str, Any] | None = None
         self._step = 0
         self._saved_step: int | None = None
@@ -440,15 +493,79 @@ class Trainer:
         return self._step
 
     @property
-    def params(self) -> Params:
+    def trainable(self) -> Any:
+        """The tree the optimizer updates: the params, or a LoRA run's adapters."""
         assert self.state is not None
         return self.state["params"]
 
+    @property
+    def params(self) -> Params:
+        """The model's params; a LoRA run's are base + adapters merged in the compute dtype
+        (computed once per step)."""
+        assert self.state is not None
+        if self.lora is None:
+            return self.state["params"]
+        if self._merged is None or self._merged[0] != self.step:
+            assert self._merge_jit is not None and self.base is not None
+            self._merged = (self.step, self._merge_jit(self.base, self.state["params"]))
+        return self._merged[1]
+
+    def use_lora(self, run: LoraRun) -> None:
+        """Train LoRA adapters on a frozen base (call before set_params / restore)."""
+        from jaxrepair.model.lora import merge
+
+        if self.state is not None:
+            raise RuntimeError("use_lora must come before set_params / restore")
+        cfg, lora, compute = self.model_cfg, run.config, self._compute_dtype
+        self.lora = run
+
+        def model_params(adapters, base, rng):
+            dtype = compute if compute is not None else base["embed"].dtype
+            return merge(base, adapters, cfg, lora, dtype, rng if lora.dropout > 0 else None)
+
+        self._step_fn = build_step_fn(
+            self._loss_fn,
+            self.optimizer,
+            self.schedule,
+            compute,
+            self.accum_steps,
+            model_params=model_params,
+        )
+
+    def _set_base(self, base: Params) -> None:
+        from jaxrepair.model.lora import merge
+
+        assert self.lora is not None
+        b_sh = param_shardings(base, self.mesh)
+        self.base = jax.device_put(base, b_sh)
+        cfg, lora, compute = self.model_cfg, self.lora.config, self._compute_dtype
+        self._merge_jit = jax.jit(lambda b, a: merge(b, a, cfg, lora, compute), out_shardings=b_sh)
+        self._merged = None
+
+    def _trained_abstract(self, params_abstract: Params) -> Any:
+        if self.lora is None:
+            return params_abstract
+        from jaxrepair.model.lora import adapter_shapes
+
+        return adapter_shapes(self.model_cfg, self.lora.config)
+
     def _shardings(self, params_abstract: Params) -> dict[str, Any]:
-        return state_shardings(self.optimizer, params_abstract, self.mesh)
+        if self.lora is None:
+            return state_shardings(self.optimizer, params_abstract, self.mesh)
+        from jaxrepair.model.lora import adapter_shardings
+
+        p_sh = adapter_shardings(self.model_cfg, self.lora.config, self.mesh)
+        return state_shardings(self.optimizer, params_abstract, self.mesh, p_sh)
 
     def set_params(self, params: Params, step: int = 0) -> None:
-        """Start from `params` with a fresh optimizer state (placed on the mesh)."""
+        """Start from `params` with a fresh optimizer state (placed on the mesh); in a LoRA
+        run `params` are the frozen base and the adapters start at B = 0."""
+        if self.lora is not None:
+            from jaxrepair.model.lora import init_adapters
+
+            self._set_base(params)
+            key = jax.random.fold_in(self.rng, 0x10A)
+            params = init_adapters(self.model_cfg, self.lora.config, key, self.mesh)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
         self._param_shapes = abstract
         sh = self._shardings(abstract)
@@ -459,7 +576,9 @@ class Trainer:
         self._step = step
 
     def restore(self, loader: Resumable | None, params_abstract: Params) -> bool:
-        """Resume from the newest good checkpoint of this run; False when there is none."""
+        """Resume from the newest good checkpoint of this run; False when there is none.
+        A LoRA run restores its adapters and loads the base its checkpoint points to."""
+        params_abstract = self._trained_abstract(params_abstract)
         sh = self._shardings(params_abstract)
         opt_abstract = jax.eval_shape(self.optimizer.init, params_abstract)
         restored = self.ckpt.restore(
@@ -470,6 +589,11 @@ class Trainer:
             return False
         if restored.opt_state is None:  # pragma: no cover - run checkpoints always have it
             raise RuntimeError("run checkpoint lacks optimizer state")
+        if self.lora is not None:
+            from jaxrepair.train.checkpoint import check_base_pointer
+
+            check_base_pointer(restored.meta, self.lora.base_ref, str(self.ckpt.directory))
+            self._set_base(self.lora.load_base())
         self._param_shapes = params_abstract
         step_arr = jax.device_put(jnp.asarray(restored.step, jnp.int32), sh["step"])
         self.state = {"step": step_arr, "params": restored.params, "opt_state": restored.opt_state}
@@ -489,6 +613,11 @@ class Trainer:
             "param_dtype": jnp.dtype(jax.tree.leaves(self.state["params"])[0].dtype).name,
             **self.extra_meta,
         }
+        if self.lora is not None:
+            from jaxrepair.train.checkpoint import lora_meta
+
+            assert self.base is not None
+            meta.update(lora_meta(self.lora.config, self.lora.base_ref, self.base))
         self.ckpt.save(self.step, self.state["params"], self.state["opt_state"], meta)
         self._saved_step = self.step
 
@@ -505,12 +634,17 @@ class Trainer:
             )
         b_sh = {k: batch_sharding(self.mesh, np.ndim(v)) for k, v in batch.items()}
         rep = _replicated(self.mesh)
-        return jax.jit(
-            self._step_fn,
-            in_shardings=(sh, b_sh, rep),
-            out_shardings=(sh, rep),
-            donate_argnums=(0,),
-        )
+        if self.lora is None:  # (state, batch, rng)
+            inner = self._step_fn
+
+            def step_fn(state, b, rng):
+                return inner(state, None, b, rng)
+
+            in_sh: tuple = (sh, b_sh, rep)
+        else:  # (state, base, batch, rng): the base is an input, never donated
+            step_fn = self._step_fn
+            in_sh = (sh, param_shardings(self.base, self.mesh), b_sh, rep)
+        return jax.jit(step_fn, in_shardings=in_sh, out_shardings=(sh, rep), donate_argnums=(0,))
 
     def train_step(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """One optimizer update on a global batch; returns device metrics (not synced)."""
@@ -522,7 +656,10 @@ class Trainer:
         if jax.process_count() > 1:  # every process holds the global batch; place its shards
             batch = {k: global_batch(v, self.mesh) for k, v in batch.items()}
         rng = jax.random.fold_in(self.rng, self.step)
-        self.state, metrics = self._jitted(self.state, batch, rng)
+        if self.lora is None:
+            self.state, metrics = self._jitted(self.state, batch, rng)
+        else:
+            self.state, metrics = self._jitted(self.state, self.base, batch, rng)
         self._step += 1
         return metrics
 
