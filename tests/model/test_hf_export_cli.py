@@ -8,6 +8,7 @@ device buffers JAX reports (`jax.live_arrays`) plus Python's allocation tracer f
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -158,9 +159,15 @@ class _DeviceMeter:
     assembling a sharded array, device_get), counted from the live buffers JAX reports."""
 
     def __init__(self) -> None:
-        self.base = self._per_device()
+        self.rebase()
         self.peak = 0
         self.samples = 0
+
+    def rebase(self) -> None:
+        """Count from what the devices hold now, after collecting garbage: arrays an earlier
+        test left for the collector would otherwise be freed mid-measurement and hide bytes."""
+        gc.collect()
+        self.base = self._per_device()
 
     @staticmethod
     def _per_device() -> dict[int, int]:
@@ -232,6 +239,7 @@ def test_import_and_export_never_hold_the_whole_model_on_one_device(tmp_path, mo
         tracemalloc.stop()
     del params
 
+    meter.rebase()
     meter.peak = 0
     one_device = load_hf(tmp_path / "src", dtype=np.float32)[1]  # everything on device 0
     single_peak = meter.peak
