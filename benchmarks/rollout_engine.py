@@ -55,22 +55,23 @@ from benchmarks._episodes import QUICK_SPEC, WorkloadSpec, make_workload, summar
 
 ENGINES = ("generate", "jax", "vllm")
 
-# The toy preset (what `jaxrepair demo` trains) and the 58M reference, as HF configs.
-MODELS: dict[str, dict[str, Any]] = {
-    "toy": dict(
-        vocab_size=4096,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        tie_word_embeddings=True,
-        max_position_embeddings=8192,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-    ),
-    "58m": REFERENCE_CONFIG,
-}
+MODELS = ("toy", "58m")  # the preset `jaxrepair demo` trains, and the 58M reference
+
+# A preset as an HF config, read from `Qwen3Config` in a subprocess: this driver process never
+# imports jax, and the benchmark's toy model is the preset itself, not a copy of its numbers.
+PRESET_HF = r"""
+import json, sys
+from jaxrepair.model.config import Qwen3Config
+print(json.dumps(Qwen3Config.preset(sys.argv[1]).to_hf_dict("float32")))
+"""
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """The HF config of benchmark model `name`."""
+    if name == "58m":
+        return REFERENCE_CONFIG
+    return run_json(PRESET_HF, name, framework="jax")
+
 
 MAKE_MODEL = r"""
 import json, sys, torch
@@ -228,8 +229,8 @@ def run_in(python: str, code: str, *args: str, timeout: float) -> dict[str, Any]
     return json.loads(lines[-1])
 
 
-def make_model(name: str, out: Path, seed: int) -> Path:
-    run_json(MAKE_MODEL, str(out), str(seed), json.dumps(MODELS[name]), framework="torch")
+def make_model(model_cfg: dict[str, Any], out: Path, seed: int) -> Path:
+    run_json(MAKE_MODEL, str(out), str(seed), json.dumps(model_cfg), framework="torch")
     return out
 
 
@@ -278,7 +279,7 @@ def main() -> None:
     spec = QUICK_SPEC if args.quick else WorkloadSpec()
     if args.episodes is not None:
         spec = dataclasses.replace(spec, episodes=args.episodes)
-    model_cfg = MODELS[args.model]
+    model_cfg = model_config(args.model)
     vocab, max_pos = model_cfg["vocab_size"], model_cfg["max_position_embeddings"]
     if spec.max_transcript() > max_pos:
         ap.error(f"the workload's transcripts reach {spec.max_transcript()} > {max_pos} tokens")
@@ -286,7 +287,7 @@ def main() -> None:
     fixed_new, fixed_len, fixed_rows = (16, 16, 4) if args.quick else (128, 64, 8)
 
     work = Path(tempfile.mkdtemp(prefix="jaxrepair-rollout-"))
-    model_dir = make_model(args.model, work / "model", args.seed)
+    model_dir = make_model(model_cfg, work / "model", args.seed)
     timed = make_workload(spec, vocab, lengths_seed=args.seed, tokens_seed=args.seed)
     warmup = make_workload(spec, vocab, lengths_seed=args.seed, tokens_seed=args.seed + 1)
     rng = np.random.default_rng(args.seed + 7)
