@@ -31,7 +31,7 @@ from jaxrepair.train.analysis import (
 )
 from jaxrepair.train.rollout import Rollout
 
-__all__ = ["episode_record", "summarize_records", "write_report"]
+__all__ = ["episode_record", "report_ks", "summarize_records", "write_report"]
 
 Records = Sequence[Mapping[str, Any]]
 Evaluations = Mapping[str, Mapping[str, Records]]  # model -> pipeline -> episode records
@@ -48,6 +48,11 @@ def episode_record(r: Rollout, task: Task, pipeline: str) -> dict[str, Any]:
         "split": task.split,
         "valid": r.valid,
     }
+
+
+def report_ks(samples: int) -> tuple[int, ...]:
+    """The k of the pass@k reported for `samples` answers per task: 1, and all of them."""
+    return (1, samples) if samples > 1 else (1,)
 
 
 def summarize_records(records: Records, ks: Sequence[int] = (1,)) -> dict[str, Any]:

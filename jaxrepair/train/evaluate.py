@@ -25,7 +25,7 @@ from jaxrepair.envs.tokenizer import Tokenizer
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.qwen3 import Params
 from jaxrepair.train.collector import collect
-from jaxrepair.train.eval_report import episode_record, summarize_records
+from jaxrepair.train.eval_report import episode_record, report_ks, summarize_records
 from jaxrepair.train.rollout import SamplingSettings
 
 PIPELINES = ("simplified", "full")
@@ -72,7 +72,7 @@ def evaluate(
     if samples > 1 and sampling.temperature == 0:
         raise ValueError("samples > 1 with temperature 0 repeats one greedy answer; sample")
     out: dict[str, Any] = {}
-    ks = (1, samples) if samples > 1 else (1,)
+    ks = report_ks(samples)
     for pipeline in pipelines:
         if pipeline not in PIPELINES:
             raise ValueError(f"unknown pipeline {pipeline!r}; expected one of {PIPELINES}")
@@ -287,10 +287,11 @@ def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str,
         got = multihost.broadcast_object(got)
         name = f"endpoint:{client.model}"
         episodes[name] = got
-        ks = (1, opts.samples) if opts.samples > 1 else (1,)
         models[name] = {
             "evaluated": {"kind": "endpoint", "source": client.base_url, "model": client.model},
-            "results": {p: summarize_records(recs, ks) for p, recs in got.items()},
+            "results": {
+                p: summarize_records(recs, report_ks(opts.samples)) for p, recs in got.items()
+            },
         }
     first = next(iter(models.values()))
     record: dict[str, Any] = {
@@ -325,8 +326,9 @@ def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str,
         if latest.is_file() and not history.is_file():  # from before evals.jsonl: keep it
             append_jsonl(history, {"previous": json.loads(latest.read_text())})
         if "://" not in str(out):  # the report and its plots: a local run directory
-            ks = (1, opts.samples) if opts.samples > 1 else (1,)
-            report = write_report(Path(str(out)) / "eval", episodes, ks, title="Evaluation")
+            report = write_report(
+                Path(str(out)) / "eval", episodes, report_ks(opts.samples), title="Evaluation"
+            )
             record["report"] = str(report)
             with open(report.parent / "episodes.jsonl", "w", encoding="utf-8") as fh:
                 for name, per in episodes.items():
