@@ -218,9 +218,10 @@ def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str,
     out = run_path(config.train.out_dir)  # every process holds the same results; one writes
     models: dict[str, dict[str, Any]] = {}
     episodes: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    engine = None
+    engines: dict[Qwen3Config, RolloutEngine | None] = {}  # one per architecture evaluated
     with contextlib.closing(make_farm(config.envs, out).start()) as farm:
-        for label, source in sources:
+        # a model's weights are the engine's version `version` (both thinking modes reuse them)
+        for version, (label, source) in enumerate(sources):
             params, step = source.load(mesh, jnp.dtype(config.model.dtype), config.train.seed)
             for thinking in modes:
                 name = (
@@ -233,13 +234,13 @@ def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str,
                     top_k=config.grpo.top_k if temperature > 0 else 0,
                     thinking=thinking,
                 )
-                if engine is None:
-                    engine = engine_from_config(
+                if source.cfg not in engines:
+                    engines[source.cfg] = engine_from_config(
                         config.engine,
                         params,
                         source.cfg,
                         config.data.seq_len + sampling.max_new_tokens,
-                        version=len(models),
+                        version=version,
                     )
                 episodes[name] = {}
                 results = evaluate(
@@ -255,8 +256,8 @@ def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str,
                     label=f"eval{len(models)}",
                     mesh=mesh,
                     samples=opts.samples,
-                    engine=engine,
-                    policy_version=len(models),
+                    engine=engines[source.cfg],
+                    policy_version=version,
                     farm_drivers=farm_drivers(config.envs),
                     episodes=episodes[name],
                 )
