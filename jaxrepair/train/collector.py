@@ -431,7 +431,7 @@ class Collector:
             key = jax.random.fold_in(jax.random.fold_in(self.key, c), self.chunk_turns[c])
             self.chunk_turns[c] += 1
             for row, i in enumerate(live):
-                if i % self.nproc == self.rank:  # generation spreads over every process
+                if episode_owner(i, self.nproc) == self.rank:  # generation: every process
                     mine.append(i)
                     requests.append(Request(self.eps[i].r.tokens, sampling, row_seed(key, row)))
         t0 = time.perf_counter()
