@@ -73,7 +73,7 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # master-weight dtype (float32 for bf16 mixed precision)
     remat: str = "none"  # rematerialisation policy, see jaxrepair.model.config.REMAT_POLICIES
-    attention_impl: str = "xla"  # see jaxrepair.model.config.ATTENTION_IMPLS
+    attention_impl: str = "auto"  # see jaxrepair.model.config.ATTENTION_IMPLS
     scan_layers: bool = True
 
     def __post_init__(self) -> None:

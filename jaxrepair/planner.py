@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxrepair.config import EngineSection, LoraConfig
+from jaxrepair.model.blocked_attention import block_size
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.sharding import (
     ShardingError,
@@ -53,7 +54,6 @@ GIB = 1024**3
 _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 FLASH_IMPLS = ("cudnn", "splash")  # kernels that never hold a [T, T] buffer
 FLASH_BLOCK = 512  # query/key tile of the flash kernels (rows of a [T, block] score tile)
-BLOCKED_BLOCK = 256  # query block of the "blocked" kernel (jaxrepair.model.attention.BLOCK)
 HEADROOM = 0.9  # a plan fits when it uses at most this share of the device memory
 KINDS = ("sft", "grpo")
 ACCUM_LOSS_FACTOR = 2.0
@@ -180,9 +180,10 @@ def _attention_scores(impl: str, rows: float, heads: float, t: int) -> float:
     """Elements of one [rows, heads, T, T]-like score buffer as the kernel materialises it."""
     if impl in FLASH_IMPLS:
         return rows * heads * t * min(t, FLASH_BLOCK)
-    if impl == "blocked" and t > BLOCKED_BLOCK:
-        n = -(-t // BLOCKED_BLOCK)
-        return rows * heads * t * min(t, BLOCKED_BLOCK * (n + 1) / 2)
+    if impl == "blocked":  # the causal blocks (XLA may schedule a pass's blocks together)
+        bq = block_size(t)
+        n = -(-t // bq)
+        return rows * heads * t * min(t, bq * (n + 1) / 2)
     return rows * heads * t * t
 
 
@@ -227,6 +228,8 @@ def plan_memory(
         raise PlanError(f"remat={remat!r}; choose one of {REMAT_POLICIES}")
     if attention_impl not in ATTENTION_IMPLS:
         raise PlanError(f"attention_impl={attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    if attention_impl == "auto":  # plans are for accelerators, where "auto" is "xla"
+        attention_impl = "xla"
     for name, dt in (("param_dtype", param_dtype), ("compute_dtype", compute_dtype)):
         if dt not in _BYTES:
             raise PlanError(f"{name}={dt!r}; choose one of {tuple(_BYTES)}")
@@ -253,7 +256,9 @@ def plan_memory(
     )
     f = _split(mlp, tp)
     vt = _split(cfg.vocab_size, tp)
+    # kernels whose backward keeps no [T, T] array ("blocked" saves the row log-sum-exp too)
     flash = attention_impl in FLASH_IMPLS
+    lse_only = flash or attention_impl == "blocked"
     n = cfg.num_params()
     params = _shard_bytes(cfg, sizes, pb)
     layer_full = (n - cfg.vocab_size * d * (1 if cfg.tie_word_embeddings else 2)) / L / tp
@@ -313,7 +318,7 @@ def plan_memory(
         label = "saved activations (remat=save_dots: matmul outputs)"
     else:
         per_layer = tok * cb * (6 * d + 3 * (q + 2 * kv) + 4 * f)
-        per_layer += (b * heads * t * 4) if flash else scores * (2 * 4 + 1)
+        per_layer += (b * heads * t * 4) if lse_only else scores * (2 * 4 + 1)
         saved = L * per_layer
         label = "saved activations (remat=none: everything, scores included)"
     rows[label] = saved
@@ -327,10 +332,14 @@ def plan_memory(
     if flash:
         attn = 4 * scores * 4 + b * heads * t * 4 * 2
         attn_label = f"one layer backward ({attention_impl} flash: [T,{FLASH_BLOCK}] tiles)"
+    elif attention_impl == "blocked":
+        # recomputed and masked scores, probabilities and their gradients (XLA overlaps the
+        # blocks; calibrated against buffer assignment)
+        attn = scores * 4 * 5 + b * heads * t * 4 * 2
+        attn_label = "one layer backward (blocked: causal blocks of [B,N,T,T] f32 x5)"
     else:
         attn = scores * (4 * 4 + 1)
-        what = "causal blocks of " if attention_impl == "blocked" else ""
-        attn_label = f"one layer backward ({attention_impl}: {what}[B,N,T,T] f32 x4 + mask)"
+        attn_label = f"one layer backward ({attention_impl}: [B,N,T,T] f32 x4 + mask)"
     c = min(t, logits_chunk)
     copies = 2 if kind == "sft" else 3  # GRPO keeps the softmax for the entropy too
     loss_chunk = b * c * vt * 4 * copies + tok * d * 4
@@ -439,8 +448,9 @@ def _grpo_rows(
         what = "cudnn: [P,P] bias"
     else:
         dense = "xla" if impl in FLASH_IMPLS else impl
-        attn = _attention_scores(dense, bg, heads, prompt) * 4 * 2
-        what = f"{impl}: {'causal blocks of ' if impl == 'blocked' else ''}[B,N,P,P] f32 x2"
+        copies = 1.5 if impl == "blocked" else 2  # blocked frees each block's scores early
+        attn = _attention_scores(dense, bg, heads, prompt) * 4 * copies
+        what = f"{impl}: {'causal blocks of ' if impl == 'blocked' else ''}[B,N,P,P] f32 x{copies}"
         if impl == "splash":
             what += ", the XLA mask path"
     prefill = prefill_linear + mask + attn

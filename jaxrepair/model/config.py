@@ -11,8 +11,11 @@ from typing import Any
 import numpy as np
 
 REMAT_POLICIES = ("none", "full", "save_dots")
-ATTENTION_IMPLS = ("xla", "cudnn", "splash", "blocked", "reference")
+# "auto" = "blocked" on CPU, "xla" on accelerators (jaxrepair.model.attention.resolve_impl)
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "blocked", "reference")
 ROPE_TYPES = ("default", "linear", "yarn")
+# MoE grouped GEMMs (jaxrepair.model.moe): "auto" = "tiled" on CPU, "ragged" elsewhere.
+MOE_IMPLS = ("auto", "ragged", "tiled")
 
 
 class ConfigError(ValueError):
@@ -45,7 +48,8 @@ class Qwen3Config:
     eos_token_id: int | None = 151645
     # Execution choices (not part of the checkpoint math).
     remat: str = "none"
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
+    moe_impl: str = "auto"
     scan_layers: bool = True
 
     def __post_init__(self) -> None:
@@ -74,6 +78,8 @@ class Qwen3Config:
             raise ConfigError(
                 f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}"
             )
+        if self.moe_impl not in MOE_IMPLS:
+            raise ConfigError(f"moe_impl={self.moe_impl!r}; choose one of {MOE_IMPLS}")
         rope = self.rope_scaling_dict
         if rope is not None:
             kind = rope.get("rope_type", rope.get("type", "default"))
