@@ -212,17 +212,28 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def run_in(python: str, code: str, *args: str, timeout: float) -> dict[str, Any]:
-    """`code` in a fresh `python` (another environment), repository on the path; last JSON line."""
+def run_in(python: str, code: str, *args: str, timeout: float, log: Path) -> dict[str, Any]:
+    """`code` in a fresh `python` (another environment), repository on the path; last JSON line.
+
+    The whole stderr, that of the processes it spawns included (vLLM's engine core logs the
+    cause of an `EngineDeadError` there, not in the exception), goes to `log`."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     env.setdefault("JAX_PLATFORMS", "cpu")
-    proc = subprocess.run(
-        [python, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as err:
+        proc = subprocess.run(
+            [python, "-c", code, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=timeout,
+        )
     if proc.returncode != 0:
-        raise RuntimeError(f"{python} subprocess failed:\n{proc.stderr[-4000:]}")
+        tail = log.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"{python} subprocess failed (full stderr: {log}):\n{tail}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"subprocess printed no JSON:\n{proc.stdout[-2000:]}")
@@ -395,7 +406,13 @@ def main() -> None:
         t = time.perf_counter()
         try:
             results[name] = run_in(
-                python, ENGINE_CODE, str(model_dir), str(job_file), name, timeout=args.timeout
+                python,
+                ENGINE_CODE,
+                str(model_dir),
+                str(job_file),
+                name,
+                timeout=args.timeout,
+                log=out / f"{stem}_{name}.stderr.log",
             )
             print(f"{name} done in {time.perf_counter() - t:.0f} s", flush=True)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
