@@ -340,6 +340,9 @@ class EnvsConfig:
     backend: str = "local"
     ray_address: str | None = None
     max_concurrent_builds: int | None = None  # ray: jobs building at once, cluster-wide
+    # ray: custom resources each worker actor reserves, "name=amount" (e.g. ["docker=1"] to
+    # place builds only on nodes started with `ray start --resources='{"docker": 8}'`)
+    ray_resources: tuple[str, ...] = ()
     # JAX processes that drive a farm: "primary" (process 0 drives the job's one farm),
     # "every_process" (each drives its own, episodes spread over them), "auto" (ray: primary,
     # local: every_process)
@@ -350,8 +353,24 @@ class EnvsConfig:
         one = self.drivers == "primary" or (self.drivers == "auto" and self.backend == "ray")
         return 1 if one else processes
 
+    @property
+    def ray_resource_amounts(self) -> dict[str, float]:
+        """`ray_resources` as Ray's {name: amount}."""
+        return {k.strip(): float(v) for k, v in (r.split("=", 1) for r in self.ray_resources)}
+
     def __post_init__(self) -> None:
         _choice("envs", "sandbox", self.sandbox, ("local", "docker"))
+        for r in self.ray_resources:
+            name, _, amount = r.partition("=")
+            try:
+                ok = bool(name.strip()) and float(amount) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(
+                    f"envs.ray_resources: {r!r} is not name=amount with an amount > 0 "
+                    f'(e.g. "docker=1")'
+                )
         _choice("envs", "backend", self.backend, ("local", "ray"))
         _choice("envs", "drivers", self.drivers, ("auto", "primary", "every_process"))
         if self.max_concurrent_builds is not None:

@@ -267,7 +267,8 @@ def farm_from_config(
 ) -> FarmScheduler:
     """The farm a run config asks for (not started): worker processes on this host
     (``envs.backend = "local"``) or Ray actors on a cluster (``"ray"``, at ``envs.ray_address``
-    with at most ``envs.max_concurrent_builds`` jobs building at once). `episode_caps`: apply
+    with at most ``envs.max_concurrent_builds`` jobs building at once, each worker actor
+    reserving ``envs.ray_resources``). `episode_caps`: apply
     envs.max_steps and envs.max_context_tokens (the full pipeline's caps); `latency_seed` seeds
     the chaos latency (`envs.latency_jitter_s`), one seed per process."""
     common: dict[str, Any] = dict(
@@ -289,6 +290,9 @@ def farm_from_config(
                 f"envs.backend='ray' needs Ray ({e}); install it with `pip install -e '.[ray]'`"
             ) from None
         return RayFarm(
-            **common, address=envs.ray_address, max_concurrent_builds=envs.max_concurrent_builds
+            **common,
+            address=envs.ray_address,
+            max_concurrent_builds=envs.max_concurrent_builds,
+            resources=envs.ray_resource_amounts,
         )
     return EnvFarm(**common)

@@ -196,3 +196,12 @@ def test_config_chooses_the_backend():
     for bad in ({"CPU": 1}, {"docker": 0}):
         with pytest.raises(ValueError, match="custom resources with amounts > 0"):
             RayFarm(workers=2, resources=bad)
+    # custom resources from the run config (TOML list or --set) reach every actor's options
+    from jaxrepair.config import load_config
+
+    cfg = load_config(None, ["envs.backend=ray", "envs.ray_resources=docker=1,big_disk=0.5"])
+    f = farm_from_config(cfg.envs, episode_caps=False)
+    assert f.resources == {"docker": 1.0, "big_disk": 0.5}
+    for bad in ("docker", "docker=0", "=1", "docker=x"):
+        with pytest.raises(ConfigError, match="envs.ray_resources"):
+            EnvsConfig(backend="ray", ray_resources=(bad,))
