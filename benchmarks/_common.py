@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -32,17 +33,26 @@ REFERENCE_CONFIG: dict[str, Any] = dict(
 )
 
 
-def run_json(code: str, *args: str, framework: str, timeout: float = 1800) -> dict[str, Any]:
-    """Run `code` in a fresh interpreter and parse the last stdout line as JSON."""
+# Frameworks by runtime: torch-based ones get passive OpenMP threads, JAX-based ones the CPU
+# platform unless an accelerator is asked for.
+TORCH_FRAMEWORKS = ("torch", "vllm")
+JAX_FRAMEWORKS = ("jax", "tunix")
+
+
+def run_json(
+    code: str, *args: str, framework: str, timeout: float = 1800, python: str = sys.executable
+) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter (`python`: a peer's venv) and parse the last stdout
+    line as JSON."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if framework == "torch":
+    if framework in TORCH_FRAMEWORKS:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    if framework == "jax":
+    if framework in JAX_FRAMEWORKS:
         env.setdefault("JAX_PLATFORMS", "cpu" if not _has_accelerator_hint() else "")
     proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [python, "-c", code, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -58,6 +68,78 @@ def run_json(code: str, *args: str, framework: str, timeout: float = 1800) -> di
 
 def _has_accelerator_hint() -> bool:
     return bool(os.environ.get("JAXREPAIR_BENCH_ACCEL"))
+
+
+# Each framework's own fp32 matmul peak (2048^2), pasted into its subprocess code: ratios
+# between frameworks depend on which BLAS each one reaches on this CPU (MKL takes a slower
+# path on AMD), so every result carries every framework's peak.
+JAX_PEAK_CODE = r"""
+def matmul_peak():
+    import time, jax, jax.numpy as jnp, numpy as np
+    n = 2048
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter(); f(a).block_until_ready(); ts.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(ts)
+"""
+
+TORCH_PEAK_CODE = r"""
+def matmul_peak():
+    import time, torch
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    n = 2048
+    a = torch.randn(n, n, device=dev)
+    a @ a
+    ts = []
+    for _ in range(5):
+        if dev == "cuda": torch.cuda.synchronize()
+        t0 = time.perf_counter(); a @ a
+        if dev == "cuda": torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(ts)
+"""
+
+
+def cpu_record() -> dict[str, Any]:
+    """CPU model, vendor and core counts of this machine (from /proc/cpuinfo; `platform`
+    elsewhere)."""
+    fields: dict[str, str] = {}
+    physical: set[tuple[str, str]] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        phys = core = ""
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            fields.setdefault(key, value)
+            if key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+                physical.add((phys, core))
+    return {
+        "cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
+        "cpu_vendor": fields.get("vendor_id", "unknown"),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": len(physical) or None,
+        "usable_cores": len(os.sched_getaffinity(0)) if sys.platform == "linux" else None,
+    }
+
+
+def machine_record(peaks: dict[str, float]) -> dict[str, Any]:
+    """The machine a result was measured on: the CPU and each framework's matmul peak."""
+    return {**cpu_record(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()}}
+
+
+def format_machine(machine: dict[str, Any]) -> str:
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["matmul_peak_gflops"].items())
+    return (
+        f"machine: {machine['cpu_model']} ({machine['cpu_vendor']}), "
+        f"{machine['usable_cores']} usable of {machine['logical_cores']} logical cores; "
+        f"fp32 matmul peak 2048^2, GFLOP/s: {peaks}"
+    )
 
 
 # The MoE reference: the same attention, every MLP 8 experts of 384 with 2 active per token.

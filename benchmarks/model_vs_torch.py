@@ -2,10 +2,16 @@
 
 Each framework runs in its own subprocess; medians of several timed runs after warm-up; the
 ratio jaxrepair/PyTorch comes from the same run, and model FLOP/s is reported as a fraction of
-the machine's measured matmul peak (MFU).
+the best measured matmul peak (MFU). Every result records the machine: CPU model, vendor,
+cores, and each framework's own fp32 matmul peak.
+
+`--peers tunix` adds Google's Tunix (its own Qwen3 in flax nnx, the same safetensors, its own
+venv made on first use: benchmarks/_peers.py) with the same loss; ratios are jaxrepair over
+each framework, from the same run.
 
     python benchmarks/model_vs_torch.py [--model HF_DIR] [--batch 4] [--seq 512] [--repeats 5]
     python benchmarks/model_vs_torch.py --moe     # the Qwen3-MoE reference (8 experts, top 2)
+    python benchmarks/model_vs_torch.py --peers tunix [--moe-impl ragged]
 """
 
 from __future__ import annotations
@@ -17,27 +23,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import bar_chart, make_reference_hf_model, run_json, save_results  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    JAX_PEAK_CODE,
+    TORCH_PEAK_CODE,
+    bar_chart,
+    format_machine,
+    machine_record,
+    make_reference_hf_model,
+    run_json,
+    save_results,
+)
+from benchmarks._peers import TUNIX_LOAD_CODE, peers_arg, run_peer  # noqa: E402
 
-JAX_CODE = r"""
+PEERS = ("tunix",)
+
+JAX_CODE = (
+    JAX_PEAK_CODE
+    + r"""
 import json, sys, time, statistics
 import jax, jax.numpy as jnp, numpy as np
 from jaxrepair.model import load_hf, forward
-model_dir, batch, seq, repeats, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+from jaxrepair.model.moe import resolve_impl
+model_dir, batch, seq, repeats, dtype, moe_impl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
 
-def peak():
-    n = 2048
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(5):
-        t0 = time.perf_counter(); f(a).block_until_ready(); ts.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(ts)
-
 cfg, params = load_hf(model_dir, dtype=dt)
-cfg = cfg.replace(remat="none")
+cfg = cfg.replace(remat="none", moe_impl=moe_impl)
 tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, size=(batch, seq)), jnp.int32)
 
 fwd = jax.jit(lambda p, t: forward(p, cfg, t))
@@ -57,33 +68,25 @@ for name, fn in (("forward", fwd), ("fwd_bwd", grad)):
     compile_s = timed(fn, params, tokens)
     ts = [timed(fn, params, tokens) for _ in range(repeats)]
     res[name] = {"compile_s": compile_s, "median_s": statistics.median(ts), "times": ts}
-res["peak_flops"] = peak()
+res["peak_flops"] = matmul_peak()
 res["num_params"] = cfg.num_params()
 res["flops_per_token"] = cfg.flops_per_token(seq)
 res["backend"] = jax.default_backend()
 res["devices"] = str(jax.devices()[0].device_kind)
+res["moe_impl"] = resolve_impl(cfg.moe_impl) if cfg.is_moe else None
 print(json.dumps(res))
 """
+)
 
-TORCH_CODE = r"""
+TORCH_CODE = (
+    TORCH_PEAK_CODE
+    + r"""
 import json, sys, time, statistics
 import numpy as np, torch
 from transformers import AutoModelForCausalLM
 model_dir, batch, seq, repeats, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-
-def peak():
-    n = 2048
-    a = torch.randn(n, n, device=dev)
-    a @ a
-    ts = []
-    for _ in range(5):
-        if dev == "cuda": torch.cuda.synchronize()
-        t0 = time.perf_counter(); a @ a
-        if dev == "cuda": torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(ts)
 
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dt, attn_implementation="sdpa").to(dev)
 tokens = torch.as_tensor(np.random.default_rng(0).integers(0, model.config.vocab_size, size=(batch, seq)), device=dev)
@@ -113,10 +116,55 @@ for name, fn in (("forward", run_fwd), ("fwd_bwd", run_bwd)):
     warm = timed(fn)
     ts = [timed(fn) for _ in range(repeats)]
     res[name] = {"compile_s": warm, "median_s": statistics.median(ts), "times": ts}
-res["peak_flops"] = peak()
+res["peak_flops"] = matmul_peak()
 res["threads"] = torch.get_num_threads()
 print(json.dumps(res))
 """
+)
+
+# Tunix: its Qwen3 nnx module on the same safetensors, jitted as a pure function of its
+# state (nnx.split), the same next-token loss as ours; a bool causal mask [B, L, L].
+TUNIX_CODE = (
+    JAX_PEAK_CODE
+    + TUNIX_LOAD_CODE
+    + r"""
+import importlib.metadata, json, sys, time, statistics
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+model_dir, batch, seq, repeats, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+model, cfg, caveats = load_tunix(model_dir, dtype)
+graphdef, state = nnx.split(model)
+tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, size=(batch, seq)), jnp.int32)
+
+def logits_of(state, t):
+    m = nnx.merge(graphdef, state)
+    b, n = t.shape
+    positions = jnp.broadcast_to(jnp.arange(n), (b, n))
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((n, n), bool)), (b, n, n))
+    return m(t, positions, None, mask)[0]
+
+def loss_fn(state, t):
+    logp = jax.nn.log_softmax(logits_of(state, t[:, :-1]).astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, t[:, 1:, None], axis=-1).mean()
+
+fwd = jax.jit(logits_of)
+grad = jax.jit(jax.value_and_grad(loss_fn))
+
+def timed(fn, *a):
+    t0 = time.perf_counter(); out = fn(*a); jax.block_until_ready(out); return time.perf_counter() - t0
+
+res = {}
+for name, fn in (("forward", fwd), ("fwd_bwd", grad)):
+    compile_s = timed(fn, state, tokens)
+    ts = [timed(fn, state, tokens) for _ in range(repeats)]
+    res[name] = {"compile_s": compile_s, "median_s": statistics.median(ts), "times": ts}
+res["peak_flops"] = matmul_peak()
+res["version"] = importlib.metadata.version("google-tunix")
+res["caveats"] = caveats
+res["jax_version"] = jax.__version__
+print(json.dumps(res))
+"""
+)
 
 
 def main() -> None:
@@ -132,24 +180,41 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--moe", action="store_true", help="random Qwen3-MoE reference config")
+    ap.add_argument(
+        "--moe-impl",
+        default="auto",
+        choices=["auto", "ragged", "tiled"],
+        help="jaxrepair's MoE grouped GEMMs (Qwen3Config.moe_impl)",
+    )
+    ap.add_argument(
+        "--peers",
+        type=peers_arg(PEERS),
+        default=(),
+        help=f"comma-separated peer frameworks to add, from {','.join(PEERS)}",
+    )
     args = ap.parse_args()
 
     model_dir = Path(args.model) if args.model else make_reference_hf_model(moe=args.moe)
     bench_name = "model_vs_torch_moe" if args.moe else "model_vs_torch"
     common = (str(model_dir), str(args.batch), str(args.seq), str(args.repeats), args.dtype)
     print(f"model: {model_dir}  batch {args.batch} x {args.seq} tokens, {args.dtype}", flush=True)
-    jx = run_json(JAX_CODE, *common, framework="jax")
+    raw = {"jaxrepair": run_json(JAX_CODE, *common, args.moe_impl, framework="jax")}
     print("jaxrepair done", flush=True)
-    pt = run_json(TORCH_CODE, *common, framework="torch")
+    raw["pytorch"] = run_json(TORCH_CODE, *common, framework="torch")
     print("pytorch done", flush=True)
+    if "tunix" in args.peers:
+        raw["tunix"] = run_peer("tunix", TUNIX_CODE, *common)
+        print(f"tunix {raw['tunix']['version']} done", flush=True)
+    jx = raw["jaxrepair"]
 
     tokens = args.batch * args.seq
-    peak = max(jx["peak_flops"], pt["peak_flops"])
+    peak = max(r["peak_flops"] for r in raw.values())
+    machine = machine_record({name: r["peak_flops"] for name, r in raw.items()})
     fwd_flops = jx["flops_per_token"] * tokens
     rows = {}
     for phase, mult in (("forward", 1), ("fwd_bwd", 3)):
         row = {}
-        for name, res in (("jaxrepair", jx), ("pytorch", pt)):
+        for name, res in raw.items():
             t = res[phase]["median_s"]
             row[name] = {
                 "tokens_per_s": tokens / t,
@@ -160,49 +225,68 @@ def main() -> None:
         row["ratio_jax_over_torch"] = (
             row["jaxrepair"]["tokens_per_s"] / row["pytorch"]["tokens_per_s"]
         )
+        row["ratio_jaxrepair_over"] = {
+            name: row["jaxrepair"]["tokens_per_s"] / row[name]["tokens_per_s"]
+            for name in raw
+            if name != "jaxrepair"
+        }
         rows[phase] = row
 
+    print(f"\n{format_machine(machine)}")
     print(
-        f"\nparams {jx['num_params'] / 1e6:.1f}M  matmul peak {peak / 1e9:.1f} GFLOP/s "
-        f"(jax {jx['peak_flops'] / 1e9:.1f}, torch {pt['peak_flops'] / 1e9:.1f}; torch threads {pt['threads']})"
+        f"params {jx['num_params'] / 1e6:.1f}M"
+        + (f", jaxrepair moe_impl {jx['moe_impl']}" if jx["moe_impl"] else "")
+        + f", MFU against {peak / 1e9:.1f} GFLOP/s; torch threads {raw['pytorch']['threads']}"
     )
+    caveats = {name: r["caveats"] for name, r in raw.items() if r.get("caveats")}
+    for name, notes in caveats.items():
+        print(f"caveat ({name}): " + "; ".join(notes))
+    names = list(raw)
     print(
-        f"{'phase':<9} {'jaxrepair tok/s':>16} {'pytorch tok/s':>14} {'ratio':>7} {'MFU jax':>8} {'MFU torch':>10} {'jax compile s':>14}"
+        f"{'phase':<9} {'framework':<10} {'tok/s':>9} {'median s':>9} {'MFU':>6} "
+        f"{'first call s':>13} {'jaxrepair/this':>15}"
     )
     for phase, row in rows.items():
-        print(
-            f"{phase:<9} {row['jaxrepair']['tokens_per_s']:>16.1f} {row['pytorch']['tokens_per_s']:>14.1f} "
-            f"{row['ratio_jax_over_torch']:>7.2f} {row['jaxrepair']['mfu']:>8.1%} {row['pytorch']['mfu']:>10.1%} "
-            f"{row['jaxrepair']['first_call_s']:>14.1f}"
-        )
+        for name in names:
+            r = row[name]
+            ratio = 1.0 if name == "jaxrepair" else row["ratio_jaxrepair_over"][name]
+            print(
+                f"{phase:<9} {name:<10} {r['tokens_per_s']:>9.1f} {r['median_s']:>9.3f} "
+                f"{r['mfu']:>6.1%} {r['first_call_s']:>13.1f} {ratio:>15.2f}"
+            )
     out = Path(args.out)
     results = {
         "model": str(model_dir),
         "batch": args.batch,
         "seq": args.seq,
         "dtype": args.dtype,
+        "moe_impl": jx["moe_impl"],
         "peak_flops": peak,
+        "machine": machine,
+        "caveats": caveats,
         "num_params": jx["num_params"],
         "backend": jx["backend"],
         "device": jx["devices"],
         "phases": rows,
-        "raw": {"jax": jx, "torch": pt},
+        "raw": raw,
     }
     path = save_results(out, bench_name, results)
     bar_chart(
         out / f"{bench_name}.png",
-        f"Qwen3{'-MoE' if args.moe else ''} {jx['num_params'] / 1e6:.0f}M, batch {args.batch}x{args.seq} ({jx['backend']})",
-        {
-            p: {
-                "jaxrepair": r["jaxrepair"]["tokens_per_s"],
-                "pytorch": r["pytorch"]["tokens_per_s"],
-            }
-            for p, r in rows.items()
-        },
+        f"Qwen3{'-MoE' if args.moe else ''} {jx['num_params'] / 1e6:.0f}M, batch "
+        f"{args.batch}x{args.seq} ({jx['backend']}; {machine['cpu_model']})",
+        {p: {name: r[name]["tokens_per_s"] for name in names} for p, r in rows.items()},
         "tokens/s",
     )
     print(f"\nwrote {path} and {out / (bench_name + '.png')}")
-    print(json.dumps({p: round(r["ratio_jax_over_torch"], 3) for p, r in rows.items()}))
+    print(
+        json.dumps(
+            {
+                p: {k: round(v, 3) for k, v in r["ratio_jaxrepair_over"].items()}
+                for p, r in rows.items()
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from benchmarks._common import (  # noqa: E402
     save_results,
 )
 from benchmarks._episodes import QUICK_SPEC, WorkloadSpec, make_workload, summary  # noqa: E402
+from benchmarks._peers import peer_python  # noqa: E402
 
 ENGINES = ("generate", "jax", "vllm")
 
@@ -263,8 +264,8 @@ def main() -> None:
     ap.add_argument("--engines", type=_engines, default=list(ENGINES))
     ap.add_argument(
         "--vllm-python",
-        default=sys.executable,
-        help="the Python of an environment with vllm (it must not share jax's process)",
+        help="the Python of an environment with vllm (default: the venv benchmarks/_peers.py "
+        "makes on first use)",
     )
     ap.add_argument("--quick", action="store_true", help="a small smoke run (8 short episodes)")
     ap.add_argument("--episodes", type=int, help="episodes in the mixed workload (default 64)")
@@ -402,7 +403,9 @@ def main() -> None:
         return table
 
     for name in args.engines:
-        python = args.vllm_python if name == "vllm" else sys.executable
+        python = sys.executable
+        if name == "vllm":
+            python = args.vllm_python or str(peer_python("vllm"))
         t = time.perf_counter()
         try:
             results[name] = run_in(

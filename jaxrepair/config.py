@@ -74,16 +74,18 @@ class ModelConfig:
     param_dtype: str = "float32"  # master-weight dtype (float32 for bf16 mixed precision)
     remat: str = "none"  # rematerialisation policy, see jaxrepair.model.config.REMAT_POLICIES
     attention_impl: str = "auto"  # see jaxrepair.model.config.ATTENTION_IMPLS
+    moe_impl: str = "auto"  # MoE grouped GEMMs, see jaxrepair.model.config.MOE_IMPLS
     scan_layers: bool = True
 
     def __post_init__(self) -> None:
         _choice("model", "dtype", self.dtype, DTYPES)
         _choice("model", "param_dtype", self.param_dtype, DTYPES)
         # The model package owns these names; imported here so the lists never drift.
-        from jaxrepair.model.config import ATTENTION_IMPLS, PRESETS, REMAT_POLICIES
+        from jaxrepair.model.config import ATTENTION_IMPLS, MOE_IMPLS, PRESETS, REMAT_POLICIES
 
         _choice("model", "remat", self.remat, REMAT_POLICIES)
         _choice("model", "attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        _choice("model", "moe_impl", self.moe_impl, MOE_IMPLS)
         if self.hf_dir is None:
             _choice("model", "preset", self.preset, tuple(sorted(PRESETS)))
 

@@ -28,6 +28,7 @@ from jaxrepair.model.attention import (
     takes_segment_ids,
 )
 from jaxrepair.model.config import ConfigError, Qwen3Config
+from jaxrepair.model.moe import moe
 from jaxrepair.model.param_table import dim_sizes, params_of
 from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings
 
@@ -128,36 +129,10 @@ def _attn_block(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh):
     return q, k, v
 
 
-def _moe(cfg: Qwen3Config, lp: Params, h: jax.Array) -> jax.Array:
-    """Qwen3-MoE sparse block: softmax router, top-k experts per token (weights renormalised
-    when norm_topk_prob), SwiGLU experts.
-
-    Token-expert pairs are sorted by expert and run as grouped GEMMs (`jax.lax.ragged_dot`):
-    each token pays for its k experts only, never for all E.
-    """
-    b, t, d = h.shape
-    k, e = cfg.num_experts_per_tok, cfg.num_experts
-    flat = h.reshape(b * t, d)
-    logits = jnp.dot(flat, lp["router"], preferred_element_type=jnp.float32)
-    top_w, top_i = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), k)
-    if cfg.norm_topk_prob:
-        top_w = top_w / jnp.sum(top_w, axis=-1, keepdims=True)
-    expert_of = top_i.reshape(-1)
-    order = jnp.argsort(expert_of, stable=True)
-    token_of = order // k
-    sizes = jnp.bincount(expert_of, length=e).astype(jnp.int32)
-    xs = flat[token_of]
-    g = jax.lax.ragged_dot(xs, lp["experts_gate"], sizes)
-    u = jax.lax.ragged_dot(xs, lp["experts_up"], sizes)
-    y = jax.lax.ragged_dot(jax.nn.silu(g) * u, lp["experts_down"], sizes)
-    y = y * top_w.reshape(-1)[order][:, None].astype(y.dtype)
-    return jnp.zeros_like(flat).at[token_of].add(y).reshape(b, t, d)
-
-
 def _mlp_block(cfg: Qwen3Config, lp: Params, x, mesh):
     h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
     if cfg.is_moe:
-        return _moe(cfg, lp, h)
+        return moe(cfg, lp, h)
     g = _dense(h, lp["gate_proj"])
     u = _dense(h, lp["up_proj"])
     y = constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"), mesh)

@@ -135,7 +135,12 @@ def resolve_model(config: RunConfig, vocab_needed: int) -> ModelSource:
     from jaxrepair.train.checkpoint import find_checkpoint_dir, load_meta_config
 
     m = config.model
-    exec_fields = dict(remat=m.remat, attention_impl=m.attention_impl, scan_layers=m.scan_layers)
+    exec_fields = dict(
+        remat=m.remat,
+        attention_impl=m.attention_impl,
+        moe_impl=m.moe_impl,
+        scan_layers=m.scan_layers,
+    )
     init_from = config.train.init_from or m.hf_dir
     if init_from is not None:
         if _is_hf_dir(init_from):

@@ -61,6 +61,7 @@ NEUTRAL_KEYS = frozenset(
         "mesh.hbm_gib",
         "model.remat",
         "model.attention_impl",
+        "model.moe_impl",
         "model.scan_layers",
         "data.eval_paths",
         "grpo.generate_batch",

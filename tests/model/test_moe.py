@@ -12,7 +12,7 @@ from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
 from jaxrepair.model import forward, load_hf, make_mesh, save_hf
 from jaxrepair.model.hf import hf_tensor_names
-from jaxrepair.model.qwen3 import _moe
+from jaxrepair.model.moe import moe
 from jaxrepair.model.sampler import generate
 from tests.model.hf_oracle import hf_logits, randomize
 
@@ -90,7 +90,7 @@ def test_moe_expert_gradients_match_a_dense_reference(tmp_path):
         return jnp.einsum("ned,ne->nd", y, combine).reshape(h.shape)
 
     loss = lambda f: lambda lp, h: jnp.sum(jnp.sin(f(lp, h)))  # noqa: E731
-    ours = jax.value_and_grad(loss(lambda lp, h: _moe(cfg, lp, h)), argnums=(0, 1))(lp, h)
+    ours = jax.value_and_grad(loss(lambda lp, h: moe(cfg, lp, h)), argnums=(0, 1))(lp, h)
     ref = jax.value_and_grad(loss(dense), argnums=(0, 1))(lp, h)
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(ours[1]), jax.tree.leaves(ref[1]), strict=True):
