@@ -246,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", dest="json_out", default=None, help="write the report here")
     ls = envs.add_parser("list", help="list tasks with category, build system and split")
     ls.add_argument("--tasks", default=None)
+    from jaxrepair.corpus.build_options import add_build_arguments
+
+    bc = envs.add_parser(
+        "build-corpus",
+        help="build the real-world corpus: fetch pinned projects, break, validate (docs/corpus.md)",
+    )
+    add_build_arguments(bc)
 
     p = sub.add_parser("plan", help="memory plan per device for a model, mesh and batch")
     p.add_argument(
@@ -429,6 +436,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if plan.fits else 1
     if cmd == "serve":
         return _serve(args)
+    if cmd == "envs" and args.envs_command == "build-corpus":
+        from jaxrepair.corpus.build import run as build_corpus
+
+        return build_corpus(args)
     if cmd == "envs":
         from jaxrepair.envs import load_tasks
 

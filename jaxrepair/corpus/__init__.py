@@ -3,7 +3,8 @@ into content-addressed snapshots, broken procedurally, validated in the sandbox,
 a JSONL manifest of patches and hashes (never source). See docs/corpus.md.
 
 Modules: sources (registries, hash pinning), snapshots (the cache of source trees), patches
-(git-format diffs), python_breakages (AST-located breakages), manifest (records, corpus
-version, materialisation into envs.task.Task), projects (the pinned project list), build
-(the pipeline).
+(git-format diffs), python_breakages (AST-located breakages), c_breakages (C/C++ source and
+Makefile/CMake breakages), manifest (records, corpus version, materialisation into
+envs.task.Task), projects (the pinned project list), build (the pipeline), build_options (its
+command-line options).
 """

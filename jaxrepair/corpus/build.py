@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import hashlib
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -29,16 +30,26 @@ from pathlib import Path
 from ..envs.corpus_validate import validate_corpus
 from ..envs.reward import _glob_regex, count_tests
 from ..envs.sandbox import Sandbox, copy_repo, make_sandbox, remove_tree
+from ..envs.task import TaskError
+from ..errors import UserError
+from . import c_breakages, python_breakages
+from .build_options import add_build_arguments
 from .manifest import Record, materialise, read_manifest, write_manifest
 from .mirror import build_mirror, use_mirror
 from .projects import PROJECTS, Project
-from .python_breakages import Breakage, breakages
+from .python_breakages import Breakage
 from .snapshots import snapshot
 from .sources import fetch
 
-__all__ = ["ProjectResult", "build_corpus", "build_project", "issue_text", "main"]
+__all__ = ["ProjectResult", "build_corpus", "build_project", "issue_text", "main", "run"]
 
-CATEGORY_ORDER = ("import", "signature", "logic", "type", "syntax")
+CATEGORY_ORDER = ("import", "signature", "logic", "type", "syntax", "config")
+# which breakage generator a build system's projects get, and which files hold their tests
+_GENERATORS = {
+    "python": (python_breakages.breakages, (".py",)),
+    "make": (c_breakages.breakages, c_breakages.C_SUFFIXES),
+    "cmake": (c_breakages.breakages, c_breakages.C_SUFFIXES),
+}
 
 
 @dataclass
@@ -46,6 +57,7 @@ class ProjectResult:
     """What one project's build made, and where its time went."""
 
     project: str
+    build_system: str = "python"
     records: list[Record] = field(default_factory=list)
     screened: int = 0  # candidate breakages run once
     caught: int = 0  # of those, the ones the build failed on
@@ -73,17 +85,33 @@ def _clean(output: str) -> str:
     pytest's warnings summary (deprecation noise that would fill the issue's tail)."""
     output = re.sub(r"(?ms)^=+ warnings summary =+\n.*?(?=^=)", "", output)
     output = re.sub(r" in \d+\.\d+s( \(\d+:\d+:\d+\))?", "", output)
+    output = re.sub(r"\d+\.\d+ sec\b", "0.00 sec", output)  # ctest's per-test and total times
     # the host interpreter's stdlib (bound into the sandbox) -> a machine-independent path
     output = re.sub(r"/[^\s:'\"]*/lib/(python3\.\d+)/", r"/usr/lib/\1/", output)
     return re.sub(r"0x[0-9a-f]{6,}", "0x7f0000000000", output)
 
 
+# a compiler's, linker's or CMake's error line: where a C build's failure is stated (with
+# parallel make and warnings it is rarely in the output's last lines)
+_C_ERROR = re.compile(
+    r"^\S+:\d+(?::\d+)?: (?:fatal )?error:|undefined reference to|^CMake Error|"
+    r"^\S*(?:collect2|cc1\w*): (?:fatal )?error:",
+    re.M,
+)
+
+
 def issue_text(
     commands: tuple[str, ...], output: str, max_lines: int = 40, max_chars: int = 3000
 ) -> str:
-    """The issue an agent sees: the failing command and the tail of its real output."""
+    """The issue an agent sees: the failing command and the tail of its real output (from the
+    first compiler or CMake error, when there is one before the tail)."""
     lines = _clean(output).rstrip().splitlines()
-    tail = "\n".join(lines[-max_lines:])
+    first = next((i for i, ln in enumerate(lines) if _C_ERROR.search(ln)), None)
+    if first is not None and first < len(lines) - max_lines:
+        start = max(0, first - 3)
+        tail = "\n".join(lines[start : start + max_lines - 2] + ["[...]", *lines[-1:]])
+    else:
+        tail = "\n".join(lines[-max_lines:])
     if len(tail) > max_chars:
         tail = tail[-max_chars:]
         tail = tail[tail.find("\n") + 1 :]
@@ -93,44 +121,65 @@ def issue_text(
     )
 
 
-def _run_build(
-    sandbox: Sandbox, tree: Path, project: Project, edit: Breakage | None
-) -> tuple[str, str, float]:
-    """(outcome, output of the last command run, seconds): the project's build on a copy of
-    ``tree`` (with ``edit`` applied) in the sandbox; outcome is pass, fail, timeout or infra."""
+@dataclass(frozen=True)
+class _Run:
+    """One build of a tree: pass, fail, timeout or infra; the output of the last command run;
+    the index of that command (where a failing build stopped); seconds."""
+
+    outcome: str
+    output: str
+    step: int
+    seconds: float
+
+
+def _run_build(sandbox: Sandbox, tree: Path, project: Project, edit: Breakage | None) -> _Run:
+    """The project's build on a copy of ``tree`` (with ``edit`` applied) in the sandbox."""
     t0 = time.monotonic()
     ws = copy_repo(tree, prefix="jaxrepair-corpus-")
     try:
         if edit is not None:
-            (ws / edit.path).write_text(edit.broken)
+            (ws / edit.path).write_bytes(edit.broken.encode())  # line ends kept
         out = ""
-        for cmd in project.build:
+        for step, cmd in enumerate(project.build):
             res = sandbox.run(ws, cmd, project.timeout_s, dict(project.pins))
             out = res.output
             if res.infra_error is not None:
-                return "infra", res.infra_error, time.monotonic() - t0
+                return _Run("infra", res.infra_error, step, time.monotonic() - t0)
             if res.timed_out:
-                return "timeout", out, time.monotonic() - t0
+                return _Run("timeout", out, step, time.monotonic() - t0)
             if res.exit_code != 0:
-                return "fail", out, time.monotonic() - t0
-        return "pass", out, time.monotonic() - t0
+                return _Run("fail", out, step, time.monotonic() - t0)
+        return _Run("pass", out, len(project.build) - 1, time.monotonic() - t0)
     finally:
         remove_tree(ws)
 
 
 def _relevant(edit: Breakage, output: str, files: set[str]) -> tuple[str, ...]:
+    """The broken file, then the repo files the output names (on its error lines, when a
+    compiler or CMake reported errors: warnings elsewhere name files that are fine)."""
+    errors = [ln for ln in output.splitlines() if _C_ERROR.search(ln)]
+    text = "\n".join(errors) if errors else output
     found = [edit.path]
-    for m in re.finditer(r"([\w./-]+\.py)\b", output):
+    for m in re.finditer(r"([\w./-]+\.(?:py|c|h|cc|cpp|cxx|hpp)|[\w./-]*CMakeLists\.txt)\b", text):
         rel = m.group(1).removeprefix("/workspace/").removeprefix("./")
         if rel in files:
             found.append(rel)
     return tuple(dict.fromkeys(found))[:5]
 
 
+def _text(path: Path) -> str | None:
+    """A source file's exact text, or None when it is not UTF-8 (no text diff could patch it)."""
+    try:
+        return path.read_bytes().decode()  # line ends as they are: the patch must match bytes
+    except UnicodeDecodeError:
+        return None
+
+
 def _task_id(project: Project, edit: Breakage) -> str:
     h = hashlib.sha256(edit.break_patch.encode()).hexdigest()[:8]
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", project.name)
-    return f"{name}-{project.source.version}-{edit.category}-{h}"
+    # a task id is letters, digits, ".", "_" and "-" (Debian versions hold "+" and "~")
+    name_version = re.sub(r"[^A-Za-z0-9._-]", "-", f"{project.name}-{project.source.version}")
+    return f"{name_version}-{edit.category}-{h}"
 
 
 def build_project(
@@ -168,7 +217,7 @@ def _build_project(
     progress: bool,
     categories: tuple[str, ...],
 ) -> ProjectResult:
-    res = ProjectResult(project.name)
+    res = ProjectResult(project.name, project.build_system)
     t0 = time.monotonic()
     archives = fetch(project.source)
     res.seconds["fetch"] = time.monotonic() - t0
@@ -179,28 +228,32 @@ def _build_project(
     protected = tuple(g for g in project.protected if any(_matches(f, (g,)) for f in files))
     _log(f"{project.source.label}: {len(files)} files, tree {tree_hash[:12]}")
 
-    outcome, out, secs = _run_build(sandbox, tree, project, None)
-    res.seconds["baseline"] = secs
-    res.baseline_tests = count_tests(out)
-    if outcome != "pass":
-        res.problem = f"the unbroken project fails its own build ({outcome}):\n{out[-1500:]}"
+    base = _run_build(sandbox, tree, project, None)
+    res.seconds["baseline"] = base.seconds
+    res.baseline_tests = count_tests(base.output)
+    if base.outcome != "pass":
+        res.problem = (
+            f"the unbroken project fails its own build ({base.outcome}):\n{base.output[-1500:]}"
+        )
         _log(f"{project.name}: SKIPPED, {res.problem}")
         return res
-    _log(f"{project.name}: baseline passes ({res.baseline_tests} tests, {secs:.1f}s)")
+    _log(f"{project.name}: baseline passes ({res.baseline_tests} tests, {base.seconds:.1f}s)")
 
+    generate, test_suffixes = _GENERATORS[project.build_system]
     # never a protected file (a test): its fix would trip the protected-path guard
     sources = {
-        f: (tree / f).read_text()
+        f: text
         for f in files
         if _matches(f, project.sources) and not _matches(f, protected)
+        # not CRLF files: a task's fix.patch is read back with newline translation
+        if (text := _text(tree / f)) is not None and "\r" not in text
     }
-    sources = {f: t for f, t in sources.items() if "\r" not in t}
     tests = "\n".join(
         (tree / f).read_text(errors="replace")
         for f in files
-        if f.endswith(".py") and _matches(f, protected)
+        if f.endswith(test_suffixes) and _matches(f, protected)
     )
-    cands = breakages(sources, tests, seed=seed)
+    cands = generate(sources, tests, seed=seed)
     _log(
         f"{project.name}: {sum(map(len, cands.values()))} candidate breakages in "
         f"{len(sources)} files ({', '.join(f'{c}={len(v)}' for c, v in cands.items())})"
@@ -213,13 +266,17 @@ def _build_project(
             if got >= quota:
                 break
             res.screened += 1
-            outcome, out, _ = _run_build(sandbox, tree, project, edit)
-            if outcome == "infra":
-                _log(f"{project.name}: sandbox infrastructure error, candidate skipped: {out}")
-            if outcome != "fail":
+            run = _run_build(sandbox, tree, project, edit)
+            if run.outcome == "infra":
+                _log(
+                    f"{project.name}: sandbox infrastructure error, candidate skipped: {run.output}"
+                )
+            if run.outcome != "fail":
                 continue  # the tests did not notice it (or it hung, or the sandbox failed)
+            if cat == "logic" and run.step < project.test_step:
+                continue  # a logic error the compiler rejects is not a logic error
             res.caught += 1
-            kept.append((edit, out))
+            kept.append((edit, run.output))
             got += 1
         _log(f"{project.name}: {cat}: {got} caught by the tests")
     res.seconds["screen"] = time.monotonic() - t0
@@ -253,7 +310,16 @@ def _build_project(
         return res
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="jaxrepair-corpus-tasks-") as tmp:
-        tasks = [materialise(r, Path(tmp)) for r in records]
+        tasks = []
+        for r in list(records):
+            try:
+                tasks.append(materialise(r, Path(tmp)))
+            except TaskError as e:  # e.g. a patch git apply refuses: never a task
+                _log(f"{r.id}: dropped: {e}")
+                records.remove(r)
+        if not records:
+            res.problem = "no caught breakage could be made into a task"
+            return res
         report = validate_corpus(
             tasks, sandbox, repeats=repeats, workers=workers, progress=progress, print_summary=False
         )
@@ -266,9 +332,11 @@ def _build_project(
         else:
             _log(f"{r.id}: dropped: {'; '.join(rep.problems[:2])[:300]}")
     res.validated_ok = len(res.records)
+    runs = [d for t in report.tasks for d in t.durations_s]  # empty when every run crashed
+    median = statistics.median(runs) if runs else float("nan")
     _log(
-        f"{project.name}: {res.validated_ok}/{len(records)} validated ({repeats} repeats) in "
-        f"{sum(res.seconds.values()):.0f}s"
+        f"{project.name}: {res.validated_ok}/{len(records)} validated ({repeats} repeats, "
+        f"median {median:.1f}s a run) in {sum(res.seconds.values()):.0f}s"
     )
     return res
 
@@ -300,13 +368,14 @@ def build_corpus(
 
 
 def print_summary(results: list[ProjectResult], out: Path) -> None:
-    """Per project: tasks per category, screening yield and seconds per stage."""
+    """Per project (then per build system): tasks per category, screening yield, seconds."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"corpus build -> {out}")
     cols = (
         "project",
+        "build",
         "tasks",
         *CATEGORY_ORDER,
         "caught/screened",
@@ -316,37 +385,46 @@ def print_summary(results: list[ProjectResult], out: Path) -> None:
         "validate s",
     )
     for c in cols:
-        table.add_column(c, justify="left" if c == "project" else "right")
+        table.add_column(c, justify="left" if c in ("project", "build") else "right")
+    by_system: dict[str, list[ProjectResult]] = {}
     for r in results:
-        per = {c: sum(1 for x in r.records if x.category == c) for c in CATEGORY_ORDER}
-        s = r.seconds
+        by_system.setdefault(r.build_system, []).append(r)
+    rows = [
+        (r.project + (" (skipped)" if r.problem and not r.records else ""), [r]) for r in results
+    ]
+    if len(by_system) > 1:
+        rows += [(f"all {bs}", rs) for bs, rs in sorted(by_system.items())]
+    for label, rs in rows:
+        recs = [x for r in rs for x in r.records]
+        secs = {
+            k: sum(r.seconds.get(k, 0.0) for r in rs)
+            for k in ("fetch", "snapshot", "screen", "validate")
+        }
+        tests = [r.baseline_tests for r in rs if r.baseline_tests is not None]
         table.add_row(
-            r.project + (" (skipped)" if r.problem and not r.records else ""),
-            str(len(r.records)),
-            *[str(per[c]) for c in CATEGORY_ORDER],
-            f"{r.caught}/{r.screened}",
-            str(r.baseline_tests),
-            f"{s.get('fetch', 0) + s.get('snapshot', 0):.1f}",
-            f"{s.get('screen', 0):.0f}",
-            f"{s.get('validate', 0):.0f}",
+            label,
+            rs[0].build_system,
+            str(len(recs)),
+            *[str(sum(1 for x in recs if x.category == c)) for c in CATEGORY_ORDER],
+            f"{sum(r.caught for r in rs)}/{sum(r.screened for r in rs)}",
+            str(sum(tests)) if tests else "-",
+            f"{secs['fetch'] + secs['snapshot']:.1f}",
+            f"{secs['screen']:.0f}",
+            f"{secs['validate']:.0f}",
+            style="bold" if label.startswith("all ") else None,
         )
-    Console(stderr=True, width=180).print(table)
+    Console(stderr=True, width=200).print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="the manifest (.jsonl) to write")
-    ap.add_argument("--project", action="append", choices=sorted(PROJECTS), help="only these")
-    ap.add_argument("--quota", type=int, default=2, help="tasks per category per project")
-    ap.add_argument("--max-tries", type=int, default=6, help="candidates run per category")
-    ap.add_argument("--repeats", type=int, default=3, help="validation repeats")
-    ap.add_argument("--workers", type=int, default=2, help="validation threads")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rebuild", action="store_true", help="redo projects already in --out")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Build the manifest the parsed options (build_options) describe; print the summary."""
     if args.out.suffix != ".jsonl":
-        ap.error("--out must be a .jsonl file")
+        raise UserError(f"--out {args.out}: the manifest must be a .jsonl file")
+    unknown = [n for n in args.project or () if n not in PROJECTS]
+    if unknown:
+        raise UserError(
+            f"--project {unknown[0]!r}: no such project; known: {', '.join(sorted(PROJECTS))}"
+        )
     projects = [PROJECTS[n] for n in (args.project or sorted(PROJECTS))]
     t0 = time.monotonic()
     results = build_corpus(
@@ -363,6 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(results, args.out)
     _log(f"done in {time.monotonic() - t0:.0f}s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_build_arguments(ap)
+    try:
+        return run(ap.parse_args(argv))
+    except UserError as e:
+        print(f"jaxrepair.corpus.build: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

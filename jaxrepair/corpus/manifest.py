@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 SCHEMA = "jaxrepair.corpus/1"
-_BUILD_SYSTEMS = ("python", "make")  # what materialised task directories can hold
+_BUILD_SYSTEMS = ("python", "make", "cmake")  # what materialised task directories can hold
 _FORMAT = "c1"  # bump when materialisation changes what a task directory holds
 _checked_trees: set[tuple[str, str]] = set()
 

@@ -8,6 +8,7 @@ line without a newline; both break ``git apply`` on real source files.
 from __future__ import annotations
 
 import difflib
+import re
 
 __all__ = ["file_diff"]
 
@@ -15,7 +16,9 @@ _NO_EOL = "\\ No newline at end of file\n"
 
 
 def _lines(text: str) -> list[str]:
-    return text.splitlines(keepends=True)
+    """Lines as git sees them: split after each "\n" only (str.splitlines would also split
+    at a form feed or a lone "\r", and the patch would no longer match the file)."""
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
 
 
 def file_diff(rel: str, old: str, new: str, context: int = 3) -> str:

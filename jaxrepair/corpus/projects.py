@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sources import SourceSpec
+from .sources import SourceSpec, dsc_name
 
-__all__ = ["PROJECTS", "Project"]
+__all__ = ["PROJECTS", "Project", "cmake_build"]
 
 _PYTEST = "python -m pytest -q -p no:cacheprovider -o addopts="
 
@@ -32,7 +32,12 @@ class Project:
     split: str = "train"
     dependencies: tuple[SourceSpec, ...] = ()  # pinned sources the dependency mirror holds
     timeout_s: float = 120.0
-    build_system: str = "python"
+    build_system: str = "python"  # python, make or cmake
+    test_step: int = 0  # build[test_step:] run the tests; the commands before only build
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.test_step < len(self.build):
+            raise ValueError(f"{self.name}: test_step {self.test_step} is not a build command")
 
     @property
     def name(self) -> str:
@@ -46,6 +51,24 @@ class Project:
 
 def _pypi(name: str, version: str, sha256: str, filename: str) -> SourceSpec:
     return SourceSpec("pypi", name, version, f"sha256:{sha256}", filename=filename)
+
+
+def _debian(name: str, version: str, dsc_sha256: str) -> SourceSpec:
+    """A Debian source package in the public pool, pinned by its .dsc (which pins the
+    upstream tarball and the debian/ tarball; the tree is upstream's, patches unapplied)."""
+    return SourceSpec("debian", name, version, f"sha256:{dsc_sha256}", dsc_name(name, version))
+
+
+def cmake_build(*configure: str) -> tuple[str, ...]:
+    """Configure, build, run ctest (``--no-tests=error``: a tree whose tests were configured
+    away fails), then print ``TESTS RAN: N`` (the registered tests, after they all passed)
+    so the reward's test-count guard sees a test dropped from the CMake files."""
+    return (
+        " ".join(("cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug", *configure)),
+        "cmake --build build -j2",
+        "ctest --test-dir build --output-on-failure --no-tests=error",
+        "ctest --test-dir build -N | sed -n 's/^Total Tests: /TESTS RAN: /p'",
+    )
 
 
 _CONFIG = ("setup.cfg", "setup.py", "pyproject.toml", "tox.ini", "pytest.ini", "conftest.py")
@@ -160,6 +183,87 @@ PROJECTS: dict[str, Project] = {
                     "six-1.16.0.tar.gz",
                 ),
             ),
+        ),
+        # -- C and C++ (Debian source packages). The test commands are in the build list, not
+        # only in the Makefile, because the Makefile is a source the config breakages edit:
+        # a fix must not be able to turn the tests off.
+        Project(  # zlib: its own test programs (test/example.c, test/infcover.c, minigzip)
+            _debian(
+                "zlib",
+                "1.3.dfsg+really1.3.1-1",
+                "ede2791e29c1d3b422f9208bdd7edf040c20445ea1e7453a72037576e64fa197",
+            ),
+            build=(
+                "./configure --static",
+                "make -j2 libz.a example minigzip infcover",
+                "./example tmpst",
+                './infcover && test "$(echo hello world | ./minigzip | ./minigzip -d)" = '
+                '"hello world"',
+            ),
+            test_step=2,
+            sources=("*.c", "Makefile.in"),
+            protected=("test/**", "configure"),
+            timeout_s=90,
+            build_system="make",
+        ),
+        Project(  # bzip2: upstream's `make test`, round trips checked byte for byte
+            _debian(
+                "bzip2",
+                "1.0.8-5",
+                "ed9c40f4de3f9e064535e15eac1c61a0f606763db98f4579dbc04067b94a8944",
+            ),
+            build=(
+                "make -j2 bzip2",
+                "./bzip2 -1 < sample1.ref > sample1.rb2 && ./bzip2 -2 < sample2.ref > sample2.rb2"
+                " && ./bzip2 -3 < sample3.ref > sample3.rb2"
+                " && cmp sample1.bz2 sample1.rb2 && cmp sample2.bz2 sample2.rb2"
+                " && cmp sample3.bz2 sample3.rb2",
+                "./bzip2 -d < sample1.bz2 > sample1.tst && ./bzip2 -d < sample2.bz2 > sample2.tst"
+                " && ./bzip2 -ds < sample3.bz2 > sample3.tst"
+                " && cmp sample1.tst sample1.ref && cmp sample2.tst sample2.ref"
+                " && cmp sample3.tst sample3.ref",
+            ),
+            test_step=1,
+            # not bzip2.c: the command line's many branches the round trips never take
+            sources=(
+                "blocksort.c",
+                "huffman.c",
+                "crctable.c",
+                "randtable.c",
+                "compress.c",
+                "decompress.c",
+                "bzlib.c",
+                "Makefile",
+            ),  # fmt: skip
+            protected=("sample*.ref", "sample*.bz2"),
+            timeout_s=60,
+            build_system="make",
+        ),
+        Project(  # cJSON (+ cJSON_Utils): Unity tests under tests/, registered with ctest
+            _debian(
+                "cjson",
+                "1.7.15-1+deb12u4",
+                "764c2de141d680f4fb4cada30c526dacaa30ead061b9b9c34f2b81e2df0f8439",
+            ),
+            build=cmake_build("-DENABLE_CJSON_UTILS=On"),
+            test_step=2,
+            sources=("cJSON.c", "cJSON_Utils.c", "CMakeLists.txt"),
+            protected=("tests/**", "test.c"),
+            timeout_s=120,
+            build_system="cmake",
+        ),
+        Project(  # jansson: API tests and the valid/invalid JSON suites, through ctest
+            _debian(
+                "jansson",
+                "2.14-2",
+                "6296ddd9c0a022bd1b70074aefb171cfcdf5694a04ffd32b35fd66097621af87",
+            ),
+            build=cmake_build("-DJANSSON_BUILD_DOCS=OFF", "-DJANSSON_EXAMPLES=OFF"),
+            test_step=2,
+            sources=("src/*.c", "CMakeLists.txt"),
+            protected=("test/**",),
+            timeout_s=120,
+            build_system="cmake",
         ),
     )
 }

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .patches import file_diff
 
-__all__ = ["Breakage", "breakages"]
+__all__ = ["Breakage", "breakages", "interleave"]
 
 _CMP_SWAP = {
     ast.Lt: ("<", "<="),
@@ -298,16 +298,23 @@ def breakages(files: dict[str, str], test_text: str, seed: int = 0) -> dict[str,
     """Every candidate breakage of the given source files, by category, in a seeded order.
 
     ``test_text`` (the project's tests, concatenated) restricts function-level edits to
-    functions whose names the tests mention; the order is shuffled with ``seed`` and then
-    interleaved over kinds and files so a small quota still spreads over both.
+    functions whose names the tests mention; the order is ``interleave``'s.
     """
     import re
 
     called = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", test_text))
-    by_cat: dict[str, list[Breakage]] = {}
+    found: list[Breakage] = []
     for rel in sorted(files):
-        for b in _file_breakages(rel, files[rel], called):
-            by_cat.setdefault(b.category, []).append(b)
+        found += _file_breakages(rel, files[rel], called)
+    return interleave(found, seed)
+
+
+def interleave(found: list[Breakage], seed: int) -> dict[str, list[Breakage]]:
+    """Candidates by category, shuffled with ``seed`` and then interleaved over (kind, file)
+    so that a small quota still spreads over both."""
+    by_cat: dict[str, list[Breakage]] = {}
+    for b in found:
+        by_cat.setdefault(b.category, []).append(b)
     rng = random.Random(seed)
     out: dict[str, list[Breakage]] = {}
     for cat, items in sorted(by_cat.items()):

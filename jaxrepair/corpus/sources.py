@@ -31,12 +31,15 @@ __all__ = [
     "REGISTRIES",
     "SourceError",
     "SourceSpec",
+    "debian_pool",
+    "dsc_name",
     "fetch",
     "pin",
 ]
 
 PYPI_URL = os.environ.get("JAXREPAIR_PYPI_URL", "https://pypi.org/pypi")
 NPM_URL = os.environ.get("JAXREPAIR_NPM_URL", "https://registry.npmjs.org")
+DEBIAN_URL = os.environ.get("JAXREPAIR_DEBIAN_URL", "https://deb.debian.org/debian")
 REGISTRIES = ("pypi", "npm", "debian")
 _HASH_RE = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
 _TIMEOUT_S = 60.0
@@ -57,6 +60,7 @@ class SourceSpec:
     hash: str
     filename: str = ""  # the archive's file name (filled in by pin())
     index: str = ""  # registry base URL ("" = the public one); debian: the pool directory
+    # ("" = the public archive's pool/main/<prefix>/<name>)
 
     def __post_init__(self) -> None:
         if self.registry not in REGISTRIES:
@@ -168,6 +172,18 @@ def _npm(name: str, version: str, index: str) -> tuple[str, str, str]:
     return url, url.rsplit("/", 1)[-1], h
 
 
+def debian_pool(name: str) -> str:
+    """The public archive's pool directory of a source package (``lib*`` names are filed
+    under their first four letters, every other name under its first letter)."""
+    prefix = name[:4] if name.startswith("lib") and len(name) > 3 else name[0]
+    return f"{DEBIAN_URL.rstrip('/')}/pool/main/{prefix}/{name}"
+
+
+def dsc_name(name: str, version: str) -> str:
+    """``<name>_<version>.dsc``; the epoch (``1:``) is not part of file names."""
+    return f"{name}_{version.split(':', 1)[-1]}.dsc"
+
+
 def _dsc_files(text: str) -> list[tuple[str, str]]:
     """(filename, sha256) from a .dsc's Checksums-Sha256 field."""
     out, inside = [], False
@@ -187,17 +203,22 @@ def _dsc_files(text: str) -> list[tuple[str, str]]:
 # -- public ---------------------------------------------------------------------------------
 def pin(registry: str, name: str, version: str, index: str = "", dsc_url: str = "") -> SourceSpec:
     """Ask the registry for name==version and return a spec pinning its stated digest (run
-    once when a project is added; the spec then goes into the project list)."""
+    once when a project is added; the spec then goes into the project list). A Debian source
+    is pinned by the sha256 of its ``.dsc`` (from the public pool unless ``dsc_url`` or
+    ``index`` names another)."""
     if registry == "pypi":
         _url, filename, h = _pypi(name, version, index)
     elif registry == "npm":
         _url, filename, h = _npm(name, version, index)
-    elif registry == "debian":
+    elif registry == "debian":  # the public pool unless a .dsc URL (or index) says otherwise
         if not dsc_url:
-            raise SourceError("debian sources are pinned from a .dsc URL (dsc_url=...)")
+            dsc_url = f"{(index or debian_pool(name)).rstrip('/')}/{dsc_name(name, version)}"
+        elif not index:
+            index = dsc_url.rsplit("/", 1)[0]
         data = _get(dsc_url)
         filename, h = dsc_url.rsplit("/", 1)[-1], _digest(data, "sha256")
-        index = dsc_url.rsplit("/", 1)[0]
+        if index.rstrip("/") == debian_pool(name):
+            index = ""
     else:
         raise SourceError(f"registry {registry!r} is not one of {', '.join(REGISTRIES)}")
     return SourceSpec(registry, name, version, h, filename=filename, index=index)
@@ -245,19 +266,16 @@ def fetch(spec: SourceSpec) -> list[Path]:
             )
         return [_download_verified(url, spec.hash, filename, spec.label)]
     # debian: the .dsc is pinned; it pins its tarballs
-    if not spec.index or not spec.filename:
-        raise SourceError(f"{spec.label}: a debian source needs index (pool dir) and filename")
-    dsc = _download_verified(
-        f"{spec.index.rstrip('/')}/{spec.filename}", spec.hash, spec.filename, spec.label
-    )
+    if not spec.filename:
+        raise SourceError(f"{spec.label}: a debian source needs filename (its .dsc)")
+    pool = (spec.index or debian_pool(spec.name)).rstrip("/")
+    dsc = _download_verified(f"{pool}/{spec.filename}", spec.hash, spec.filename, spec.label)
     parts = _dsc_files(dsc.read_text(errors="replace"))
     if not parts:
         raise SourceError(f"{spec.label}: {spec.filename} lists no Checksums-Sha256 files")
     parts.sort(key=lambda p: (".orig." not in p[0], p[0]))
     return [
-        _download_verified(
-            f"{spec.index.rstrip('/')}/{fn}", f"sha256:{sha}", fn, f"{spec.label} ({fn})"
-        )
+        _download_verified(f"{pool}/{fn}", f"sha256:{sha}", fn, f"{spec.label} ({fn})")
         for fn, sha in parts
         if fn.endswith((".tar.gz", ".tar.xz", ".tar.bz2"))
     ]

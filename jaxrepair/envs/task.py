@@ -28,7 +28,7 @@ __all__ = [
     "require_backend",
 ]
 
-BUILD_SYSTEMS = ("python", "make", "swebench")
+BUILD_SYSTEMS = ("python", "make", "cmake", "swebench")
 SPLITS = ("train", "test")
 # Error categories a task may declare: the bundled corpus's seven, the paper's "logic",
 # "compile" (C sources that do not compile) and "swe-bench" (the SWE-bench import's default).
@@ -114,7 +114,7 @@ class Task:
         path = self.root / "fix.patch"
         if not path.is_file():
             raise TaskError(self.id, "fix.patch", f"missing file {path}")
-        return path.read_text()
+        return path.read_bytes().decode("utf-8")  # bytes as written: CRLF lines stay CRLF
 
 
 def _str(task: str, data: dict, key: str, default: Any = ..., allow_empty: bool = False) -> str:
@@ -250,8 +250,10 @@ def load_task(task_dir: str | Path) -> Task:
     if image is not None and (not isinstance(image, str) or not image.strip()):
         raise TaskError(tid, "sandbox.image", "expected a non-empty string")
     build_system = _str(tid, data, "build_system")
-    if build_system not in ("python", "make"):
-        raise TaskError(tid, "build_system", f"{build_system!r} is not one of 'python', 'make'")
+    if build_system not in ("python", "make", "cmake"):
+        raise TaskError(
+            tid, "build_system", f"{build_system!r} is not one of 'python', 'make', 'cmake'"
+        )
     split = _str(tid, data, "split", default="train")
     if split not in SPLITS:
         raise TaskError(tid, "split", f"{split!r} is not one of {', '.join(SPLITS)}")

@@ -162,3 +162,17 @@ def read_tree(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
+
+
+def fake_debian(pool: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A Debian pool directory holding ``<name>_<upstream>.orig.tar.gz`` (the files under
+    ``<name>-<upstream>/``) and the ``.dsc`` that pins it by sha256; returns the .dsc."""
+    upstream = version.split(":", 1)[-1].rsplit("-", 1)[0]
+    orig = make_tarball(pool / f"{name}_{upstream}.orig.tar.gz", f"{name}-{upstream}", files)
+    sha = hashlib.sha256(orig.read_bytes()).hexdigest()
+    dsc = pool / f"{name}_{version.split(':', 1)[-1]}.dsc"
+    dsc.write_text(
+        f"Source: {name}\nVersion: {version}\n"
+        f"Checksums-Sha256:\n {sha} {orig.stat().st_size} {orig.name}\n"
+    )
+    return dsc

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+import pytest
+
 from jaxrepair.corpus.build import build_corpus, build_project
 from jaxrepair.corpus.manifest import read_manifest
 from jaxrepair.corpus.sources import SourceSpec
@@ -63,3 +65,29 @@ def test_a_project_whose_own_tests_fail_gives_nothing(tmp_path, project, local_s
     res = build_project(p, local_sandbox, repeats=1, workers=1, progress=False)
     assert res.records == [] and res.screened == 0
     assert "fails its own build" in res.problem and "assert 2 == 3" in res.problem
+
+
+def test_the_cli_refuses_an_unknown_project_in_one_line(tmp_path, capsys):
+    from jaxrepair.cli import main
+
+    out = tmp_path / "cli.jsonl"
+    assert main(["envs", "build-corpus", "--out", str(out), "--project", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such project" in err and "zlib" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_cli_builds_a_manifest(tmp_path, project, local_sandbox, monkeypatch, capsys):
+    from jaxrepair.cli import main
+    from jaxrepair.corpus.projects import PROJECTS
+
+    p = _project(tmp_path, project, "tinycli", TESTS)
+    monkeypatch.setitem(PROJECTS, p.name, p)
+    out = tmp_path / "cli.jsonl"
+    argv = ["envs", "build-corpus", "--out", str(out), "--project", p.name, "--no-progress"]
+    assert main([*argv, "--quota", "1", "--max-tries", "2", "--repeats", "1"]) == 0
+    records = read_manifest(out)
+    assert records and {r.project for r in records} == {"tinycli"}
+    assert "logic" in {r.category for r in records}  # add's '+', caught by test_add
+    assert "corpus build" in capsys.readouterr().err  # the summary table

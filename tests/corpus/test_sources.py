@@ -107,3 +107,24 @@ def test_an_archive_member_escaping_the_tree_is_refused(tmp_path):
         assert "../evil.py" in tf.getnames()
     with pytest.raises(SnapshotError, match="escapes the tree"):
         snapshot([bad])
+
+
+def test_debian_sources_default_to_the_public_pool_layout(tmp_path, monkeypatch):
+    from jaxrepair.corpus import sources
+
+    from .conftest import fake_debian
+
+    archive = tmp_path / "debian"
+    monkeypatch.setattr(sources, "DEBIAN_URL", archive.as_uri())
+    assert sources.debian_pool("libfoo").endswith("/pool/main/libf/libfoo")
+    dsc = fake_debian(archive / "pool/main/h/hello", "hello", "1:1.0-1", {"hello.c": "int x;\n"})
+    spec = pin("debian", "hello", "1:1.0-1")  # the epoch is not part of the file name
+    assert (spec.index, spec.filename) == ("", dsc.name)
+    assert spec.hash == "sha256:" + hashlib.sha256(dsc.read_bytes()).hexdigest()
+    tree, _ = snapshot(fetch(spec))
+    assert (tree / "hello.c").read_text() == "int x;\n"
+    # another pool (a mirror) is named by the .dsc URL, and kept as the index
+    mirror = tmp_path / "mirror"
+    shutil.copytree(dsc.parent, mirror)
+    other = pin("debian", "hello", "1:1.0-1", dsc_url=(mirror / dsc.name).as_uri())
+    assert other.index == mirror.as_uri() and other.hash == spec.hash

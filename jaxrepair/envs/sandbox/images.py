@@ -6,7 +6,7 @@ the distribution mirror (the same source apt uses), we add a non-root ``sandbox`
 mount points, and ``docker import`` turns the tarball into an image. Stdlib only, so
 ``.ci/docker_up.sh`` can run it with the system python before any virtualenv exists::
 
-    python3 jaxrepair/envs/sandbox/images.py [python|make ...]
+    python3 jaxrepair/envs/sandbox/images.py [python|make|cmake ...]
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ SUITE = "bookworm"  # Debian 12: python3 is 3.11, gcc is 12
 IMAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "python": ("jaxrepair/python:3.11", ("python3",)),
     "make": ("jaxrepair/make:gcc12", ("python3", "make", "gcc", "libc6-dev")),
+    "cmake": (
+        "jaxrepair/cmake:gcc12",
+        ("python3", "make", "gcc", "g++", "cmake", "libc6-dev"),
+    ),
 }
 SANDBOX_UID = 1000
 _PYTEST = '#!/bin/sh\nexec python3 -m pytest "$@"\n'
