@@ -129,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint in the full and simplified pipelines")
     _add_config_args(p)
     p.add_argument(
-        "--limit", type=int, default=None, help="evaluate N test tasks spread over categories"
+        "--limit", type=int, default=None, help="evaluate N tasks spread over categories"
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "test_id", "train"],
+        help="the corpus split evaluated: test (held-out projects, the default), test_id "
+        "(held out in distribution: unseen breakages of the train projects) or train",
     )
     p.add_argument("--pipeline", default="both", choices=["simplified", "full", "both"])
     p.add_argument(
@@ -536,6 +543,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         options = EvalOptions(
             limit=args.limit,
+            split=args.split,
             pipelines=PIPELINES if args.pipeline == "both" else (args.pipeline,),
             samples=args.samples,
             thinking=args.thinking,

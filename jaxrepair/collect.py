@@ -27,7 +27,7 @@ from typing import Any
 from jaxrepair.errors import UserError
 
 PIPELINES = ("simplified", "full")
-SPLITS = ("train", "test", "all")
+SPLITS = ("train", "test_id", "test", "all")
 POLICIES = ("expert", "teacher")
 DEFAULT_OUT = "runs/trajectories.jsonl"
 

@@ -106,3 +106,27 @@ def test_run_eval_of_an_endpoint_alone_writes_the_record_and_report(server, tmp_
     assert res["episodes"] == 2 and res["per_task"] == {t: 1.0 for t in TASKS}
     report = (tmp_path / "run" / "eval" / "report.md").read_text()
     assert "| endpoint:expert | simplified | 2 | 2 | 100.0% [" in report
+
+
+def test_run_eval_evaluates_the_chosen_split_only(server, tmp_path):
+    """`--split test_id` evaluates the in-distribution held-out tasks and nothing else."""
+    import shutil
+
+    import pytest
+
+    from jaxrepair.config import load_config
+    from jaxrepair.train.evaluate import EvalOptions, run_eval
+
+    corpus = tmp_path / "corpus"
+    for tid, split in zip(TASKS, ("test", "test_id"), strict=True):
+        shutil.copytree(bundled_corpus() / tid, corpus / tid)
+        toml = corpus / tid / "task.toml"
+        toml.write_text(toml.read_text().replace('split = "train"', f'split = "{split}"'))
+    cfg = load_config(
+        None, [f"train.out_dir={tmp_path / 'run'}", f"envs.corpus={corpus}", "envs.workers=1"]
+    )
+    client = TeacherClient(base_url=server, model="expert", retries=0)
+    rec = run_eval(cfg, EvalOptions(split="test_id", pipelines=("simplified",), endpoint=client))
+    assert rec["tasks"]["ids"] == [TASKS[1]]
+    with pytest.raises(ValueError, match="--split 'dev'"):
+        EvalOptions(split="dev")

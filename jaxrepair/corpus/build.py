@@ -34,7 +34,7 @@ from ..envs.task import TaskError
 from ..errors import UserError
 from . import c_breakages, python_breakages
 from .build_options import add_build_arguments
-from .manifest import Record, materialise, read_manifest, write_manifest
+from .manifest import Record, materialise, read_manifest, record_split, write_manifest
 from .mirror import build_mirror, use_mirror
 from .projects import PROJECTS, Project
 from .python_breakages import Breakage
@@ -301,7 +301,7 @@ def _build_project(
                 break_patch=edit.break_patch,
                 fix_patch=edit.fix_patch,
                 pins=dict(project.pins),
-                split=project.split,
+                split=record_split(project.split, edit.break_patch),
                 dependency_sources=project.dependencies,
             )
         )

@@ -36,6 +36,7 @@ __all__ = [
     "load_manifest",
     "materialise",
     "read_manifest",
+    "record_split",
     "write_manifest",
 ]
 
@@ -43,6 +44,20 @@ SCHEMA = "jaxrepair.corpus/1"
 _BUILD_SYSTEMS = ("python", "make", "cmake")  # what materialised task directories can hold
 _FORMAT = "c1"  # bump when materialisation changes what a task directory holds
 _checked_trees: set[tuple[str, str]] = set()
+
+
+IN_DISTRIBUTION_EVERY = 5  # about one in five breakages of a train project is held out
+
+
+def record_split(project_split: str, break_patch: str) -> str:
+    """A record's split: a held-out project's tasks are all "test"; of a train project's,
+    those whose break patch hashes to 0 mod IN_DISTRIBUTION_EVERY are "test_id" (held out in
+    distribution: the same projects, unseen breakages), the rest "train". Decided by the
+    patch alone, so a rebuild or a resumed build assigns the same split."""
+    if project_split != "train":
+        return project_split
+    digest = int(hashlib.sha256(break_patch.encode()).hexdigest()[:8], 16)
+    return "test_id" if digest % IN_DISTRIBUTION_EVERY == 0 else "train"
 
 
 @dataclass(frozen=True)

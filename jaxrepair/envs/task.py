@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 BUILD_SYSTEMS = ("python", "make", "cmake", "swebench")
-SPLITS = ("train", "test")
+# "train"; "test_id": held out in distribution (unseen breakages of train projects); "test":
+# held out of project (projects never seen in training)
+SPLITS = ("train", "test_id", "test")
 # Error categories a task may declare: the bundled corpus's seven, the paper's "logic",
 # "compile" (C sources that do not compile) and "swe-bench" (the SWE-bench import's default).
 CATEGORIES = (

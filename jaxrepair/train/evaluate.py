@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 from jaxrepair import multihost
 from jaxrepair.config import RunConfig
 from jaxrepair.engine.api import RolloutEngine
-from jaxrepair.envs.task import Task
+from jaxrepair.envs.task import SPLITS, Task
 from jaxrepair.envs.teacher import TeacherClient
 from jaxrepair.envs.tokenizer import Tokenizer
 from jaxrepair.model.config import Qwen3Config
@@ -124,7 +124,8 @@ RANDOM_INIT_WARNING = (
 
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
-    """What `jaxrepair eval` evaluates beyond the config: `limit` test tasks spread over
+    """What `jaxrepair eval` evaluates beyond the config: `limit` tasks of the corpus `split`
+    ("test": held-out projects; "test_id": held out in distribution; "train") spread over
     categories (None: all) in `pipelines`; `samples` per task (1: one greedy answer; more:
     sampled at grpo.temperature, for avg@k and pass@k); Qwen3's `thinking` switch ("on",
     "off" or "both", each a model of its own in the report); `compare`: (label, checkpoint)
@@ -132,6 +133,7 @@ class EvalOptions:
     `endpoint`: an OpenAI-compatible server evaluated through the same episodes."""
 
     limit: int | None = None
+    split: str = "test"
     pipelines: tuple[str, ...] = PIPELINES
     samples: int = 1
     thinking: str = "on"
@@ -144,6 +146,8 @@ class EvalOptions:
             raise ValueError(f"unknown pipeline {bad or '(none)'}; expected one of {PIPELINES}")
         if self.samples < 1:
             raise ValueError(f"--samples must be >= 1, got {self.samples}")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split {self.split!r}; choose one of {SPLITS}")
         if self.thinking not in THINKING:
             raise ValueError(f"--thinking {self.thinking!r}; choose one of {THINKING}")
         labels = [label for label, _ in self.compare]
@@ -196,7 +200,7 @@ def run_eval(config: RunConfig, options: EvalOptions | None = None) -> dict[str,
     log = logging.getLogger(__name__)
     src = config.train.init_from or config.model.hf_dir
     spec = tokenizer_spec(config)
-    tasks = spread_over_categories(corpus_tasks(config.envs, "test"), opts.limit)
+    tasks = spread_over_categories(corpus_tasks(config.envs, opts.split), opts.limit)
     tok = load_tokenizer(spec)
     mesh = run_mesh(config)
     temperature = 0.0 if opts.samples == 1 else config.grpo.temperature

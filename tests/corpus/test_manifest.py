@@ -155,3 +155,24 @@ def test_a_swebench_jsonl_still_loads_as_swebench(tmp_path):
     path.write_text(json.dumps({**rec, "test_patch": "t", "FAIL_TO_PASS": ["x"]}) + "\n")
     with pytest.raises(TaskError, match="SWE-bench tasks run only in their Docker image"):
         load_tasks(path)
+
+
+def test_record_split_holds_out_breakages_of_train_projects_only():
+    """Three splits: a held-out project's tasks are all "test"; a train project's are
+    "train" or, about one in IN_DISTRIBUTION_EVERY by the break patch's hash, "test_id"."""
+    import hashlib
+
+    from jaxrepair.corpus.manifest import IN_DISTRIBUTION_EVERY, record_split
+
+    patches = [f"--- a/x.py\n+++ b/x.py\n@@ -{i} +{i} @@\n-a\n+b{i}\n" for i in range(500)]
+    assert {record_split("test", p) for p in patches} == {"test"}
+    got = [record_split("train", p) for p in patches]
+    assert got == [record_split("train", p) for p in patches]  # decided by the patch alone
+    want = [
+        "test_id"
+        if int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) % IN_DISTRIBUTION_EVERY == 0
+        else "train"
+        for p in patches
+    ]
+    assert got == want
+    assert 0.1 < got.count("test_id") / len(got) < 0.3
