@@ -74,10 +74,9 @@ def _has_accelerator_hint() -> bool:
 # between frameworks depend on which BLAS each one reaches on this CPU (MKL takes a slower
 # path on AMD), so every result carries every framework's peak.
 JAX_PEAK_CODE = r"""
-def matmul_peak():
+def matmul_peak(n=2048, dtype="float32"):
     import time, jax, jax.numpy as jnp, numpy as np
-    n = 2048
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     ts = []

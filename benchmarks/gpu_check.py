@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import run_json, save_results  # noqa: E402
+from benchmarks._common import JAX_PEAK_CODE, run_json, save_results  # noqa: E402
 
 # Dense bf16 peak FLOP/s by device name (vendor data sheets, SXM parts, no sparsity).
 NOMINAL_BF16_PEAK = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L4": 121e12}
@@ -42,7 +42,9 @@ if int(sys.argv[2]):
 print(json.dumps({"hf": cfg.to_hf_dict(sys.argv[3]), "flops_per_token": cfg.flops_per_token(int(sys.argv[4])), "num_params": cfg.num_params()}))
 """
 
-JAX_CODE = r"""
+JAX_CODE = (
+    JAX_PEAK_CODE
+    + r"""
 import json, sys, time, statistics
 import jax, jax.numpy as jnp, numpy as np
 from jaxrepair.model import Qwen3Config, init_params
@@ -55,16 +57,6 @@ gpu = jax.default_backend() == "gpu"
 cfg = Qwen3Config.preset(preset, remat=remat, attention_impl="cudnn" if gpu else "auto")
 if layers:
     cfg = cfg.replace(num_hidden_layers=layers)
-
-def peak():
-    n = 8192 if gpu else 1024
-    a = jnp.ones((n, n), dt)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(5):
-        t0 = time.perf_counter(); f(a).block_until_ready(); ts.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(ts)
 
 def timed(fn, *a):
     t0 = time.perf_counter(); jax.block_until_ready(fn(*a)); return time.perf_counter() - t0
@@ -95,9 +87,10 @@ run = lambda: generate(params, cfg, prompts, max_new_tokens=new, temperature=0.0
 first = timed(lambda: run().tokens)
 ts = [timed(lambda: run().tokens) for _ in range(max(1, repeats // 2))]
 res["decode"] = {"first_call_s": first, "median_s": statistics.median(ts), "times": ts}
-res["matmul_peak"] = peak()
+res["matmul_peak"] = matmul_peak(8192 if gpu else 1024, dtype)
 print(json.dumps(res))
 """
+)
 
 TORCH_CODE = r"""
 import json, sys, time, statistics
