@@ -31,6 +31,7 @@ from typing import Any
 from jaxrepair.config import RunConfig, load_config
 
 MARKER = "demo_summary.json"
+SEEDS_MARKER = "seeds_summary.json"  # what `--seeds N` writes beside its seed-I runs
 TRAJ_SIMPLE, TRAJ_FULL = "trajectories_simplified.jsonl", "trajectories_full.jsonl"
 
 
@@ -132,7 +133,8 @@ def _prepare_out(out: Path) -> Path:
     """The directory this demo writes: `out`, or when `out` holds a previous demo (finished
     or interrupted) the next free `out-1`, `out-2`, ...: a previous run is never deleted."""
     if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).is_file() and not (out / "demo_running").is_file():
+        finished = (out / MARKER).is_file() or (out / SEEDS_MARKER).is_file()
+        if not finished and not (out / "demo_running").is_file():
             raise FileExistsError(
                 f"{out} exists and is not a jaxrepair demo directory; choose --out"
             )
@@ -598,8 +600,9 @@ def run_demo_seeds(
         )
     console.print(table)
     if multihost.is_primary():
-        (out / "seeds_summary.json").write_text(json.dumps(summary, indent=2))
+        (out / SEEDS_MARKER).write_text(json.dumps(summary, indent=2))
         _plot_seeds(out / "seeds.png", spread)
+        (out / "demo_running").unlink(missing_ok=True)
     return summary
 
 

@@ -278,7 +278,7 @@ def test_sft_cli_refuses_a_used_directory_with_other_settings(tmp_path):
 
 
 def test_demo_never_deletes_a_previous_demo(tmp_path, capsys):
-    from jaxrepair.demo import MARKER, _prepare_out
+    from jaxrepair.demo import MARKER, SEEDS_MARKER, _prepare_out
 
     out = tmp_path / "demo"
     assert _prepare_out(out) == out  # a fresh directory is used as it is
@@ -290,6 +290,11 @@ def test_demo_never_deletes_a_previous_demo(tmp_path, capsys):
     assert _prepare_out(out) == tmp_path / "demo-2"  # an interrupted demo-1 is kept too
     assert _tree_digest(out) == before
     assert "holds a previous demo (kept); writing" in capsys.readouterr().out
+    # a finished `--seeds N` directory (its summary beside seed-I, no marker of its own)
+    seeds = tmp_path / "seeds"
+    (seeds / "seed-0").mkdir(parents=True)
+    (seeds / SEEDS_MARKER).write_text("{}")
+    assert _prepare_out(seeds) == tmp_path / "seeds-1"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a jaxrepair demo directory"):
