@@ -16,7 +16,10 @@ How the contract maps onto vLLM:
   truncation are refused unless the engine is built with `allow_truncated_logprobs` (fine for
   serving, wrong for importance ratios);
 * seeds: vLLM draws with its own generator (per-request `seed`), so sampled tokens do not equal
-  our JAX engine's for the same seed; greedy outputs do (up to float near-ties);
+  our JAX engine's for the same seed; greedy outputs do (up to float near-ties). vLLM's CPU
+  worker cannot draw from per-request seeded generators (its sampler fails the whole engine
+  with "CPU Generator does not use offset"), so on CPU sampled requests draw from the engine's
+  own seeded generator: reproducible for the same submissions, not per request;
 * `update_weights` exports the learner's params with the project's export (`save_hf`, the one
   name mapping) to a staging directory and has vLLM's workers reload them in place
   (`collective_rpc("reload_weights", weights_path=...)`), with scheduling paused.
@@ -118,6 +121,9 @@ class VllmEngine:
         if dtype != "auto" and dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'auto' or one of {', '.join(_DTYPES)}, got {dtype!r}")
         vllm = _import_vllm()
+        from vllm.platforms import current_platform
+
+        self._per_request_seeds = not current_platform.is_cpu()
         self._model_dir = path
         self._allow_truncated = allow_truncated_logprobs
         self._staging_dir = None if staging_dir is None else str(staging_dir)
@@ -301,7 +307,7 @@ class VllmEngine:
             # greedy rows ignore truncation; keeping it off keeps their log-probs untruncated
             top_p=1.0 if s.greedy else s.top_p,
             top_k=0 if s.greedy or s.top_k <= 0 else s.top_k,
-            seed=None if s.greedy else vllm_seed(request.seed),
+            seed=vllm_seed(request.seed) if self._per_request_seeds and not s.greedy else None,
             stop_token_ids=list(s.stop_tokens),
             ignore_eos=True,
             logprobs=0,
