@@ -245,7 +245,7 @@ def _build_project(
         f: text
         for f in files
         if _matches(f, project.sources) and not _matches(f, protected)
-        # not CRLF files: a task's fix.patch is read back with newline translation
+        # not CRLF files: no task from one has been validated end to end yet
         if (text := _text(tree / f)) is not None and "\r" not in text
     }
     tests = "\n".join(

@@ -24,7 +24,7 @@ import tomli_w
 
 from ..envs import deps
 from ..envs.reward import PatchError, apply_patch
-from ..envs.task import CATEGORIES, SPLITS, Task, TaskError, load_task
+from ..envs.task import CATEGORIES, SPLITS, TASK_DIR_BUILD_SYSTEMS, Task, TaskError, load_task
 from .mirror import MirrorError, require_mirror
 from .snapshots import SnapshotError, check_snapshot, snapshot
 from .sources import SourceError, SourceSpec, fetch
@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 SCHEMA = "jaxrepair.corpus/1"
-_BUILD_SYSTEMS = ("python", "make", "cmake")  # what materialised task directories can hold
 _FORMAT = "c1"  # bump when materialisation changes what a task directory holds
 _checked_trees: set[tuple[str, str]] = set()
 
@@ -131,9 +130,11 @@ class Record:
                 raise TaskError(tid, key, "expected a list of strings")
             return tuple(v)
 
-        if s("build_system") not in _BUILD_SYSTEMS:
+        if s("build_system") not in TASK_DIR_BUILD_SYSTEMS:
             raise TaskError(
-                tid, "build_system", f"{rec['build_system']!r} is not one of {_BUILD_SYSTEMS}"
+                tid,
+                "build_system",
+                f"{rec['build_system']!r} is not one of {TASK_DIR_BUILD_SYSTEMS}",
             )
         if s("category") not in CATEGORIES:
             raise TaskError(

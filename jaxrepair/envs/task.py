@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "BUILD_SYSTEMS",
+    "TASK_DIR_BUILD_SYSTEMS",
     "CATEGORIES",
     "SweBenchSource",
     "Task",
@@ -28,7 +29,9 @@ __all__ = [
     "require_backend",
 ]
 
-BUILD_SYSTEMS = ("python", "make", "cmake", "swebench")
+# what a task directory (task.toml) may declare; SWE-bench imports add their own
+TASK_DIR_BUILD_SYSTEMS = ("python", "make", "cmake")
+BUILD_SYSTEMS = (*TASK_DIR_BUILD_SYSTEMS, "swebench")
 # "train"; "test_id": held out in distribution (unseen breakages of train projects); "test":
 # held out of project (projects never seen in training)
 SPLITS = ("train", "test_id", "test")
@@ -252,10 +255,9 @@ def load_task(task_dir: str | Path) -> Task:
     if image is not None and (not isinstance(image, str) or not image.strip()):
         raise TaskError(tid, "sandbox.image", "expected a non-empty string")
     build_system = _str(tid, data, "build_system")
-    if build_system not in ("python", "make", "cmake"):
-        raise TaskError(
-            tid, "build_system", f"{build_system!r} is not one of 'python', 'make', 'cmake'"
-        )
+    if build_system not in TASK_DIR_BUILD_SYSTEMS:
+        choices = ", ".join(repr(b) for b in TASK_DIR_BUILD_SYSTEMS)
+        raise TaskError(tid, "build_system", f"{build_system!r} is not one of {choices}")
     split = _str(tid, data, "split", default="train")
     if split not in SPLITS:
         raise TaskError(tid, "split", f"{split!r} is not one of {', '.join(SPLITS)}")
