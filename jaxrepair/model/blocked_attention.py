@@ -121,7 +121,7 @@ def _backward(bq, res, dout):
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
-_attention.defvjp(lambda q, k, v, mask, bq: _forward(q, k, v, mask, bq), _backward)
+_attention.defvjp(_forward, _backward)
 
 
 def blocked_causal_attention(
