@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from jaxrepair.hostmem import with_tunable
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The reference config of the benchmarks: 58M parameters, untied head.
@@ -44,7 +46,8 @@ def run_json(
 ) -> dict[str, Any]:
     """Run `code` in a fresh interpreter (`python`: a peer's venv) and parse the last stdout
     line as JSON."""
-    env = dict(os.environ)
+    # every framework under the same host allocator settings as the `jaxrepair` command
+    env = with_tunable(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if framework in TORCH_FRAMEWORKS:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -124,6 +127,8 @@ def cpu_record() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "physical_cores": len(physical) or None,
         "usable_cores": len(os.sched_getaffinity(0)) if sys.platform == "linux" else None,
+        # the host allocator every framework's subprocess ran with (`run_json`)
+        "glibc_tunables": with_tunable(os.environ).get("GLIBC_TUNABLES", ""),
     }
 
 

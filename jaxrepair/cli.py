@@ -386,6 +386,10 @@ def _tasks_path(arg: str | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the console command (never an in-process call): see jaxrepair.hostmem
+        from jaxrepair.hostmem import reexec_with_hugepages
+
+        reexec_with_hugepages()
     args = build_parser().parse_args(argv)
     if args.debug:
         import logging
