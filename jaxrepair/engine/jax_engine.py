@@ -86,6 +86,7 @@ class EngineStats:
     prefilled_tokens: int = 0  # tokens whose KV a prefill computed
     generated_tokens: int = 0
     decode_calls: int = 0
+    prefill_calls: int = 0
     decode_steps: int = 0
     slot_steps: int = 0  # sum over decode steps of busy slots
     preemptions: int = 0
@@ -300,27 +301,36 @@ class JaxEngine:
         return [s for s in range(self.config.slots) if s not in self._running]
 
     def _admit(self) -> None:
+        """Admit waiting sequences into free slots; their prefills run batched (`_Prefills`)."""
         free = self._free_slots()
+        batch = _Prefills()
         while free and self._waiting:
             seq = self._waiting[0]
             try:
-                self._place(seq)
+                span = self._place(seq, batch)
             except OutOfBlocks:
                 if not self._running:
+                    self._run_prefills(batch)
                     raise
                 break  # wait for running sequences to finish
             self._waiting.popleft()
             seq.slot = free.pop(0)
             self._running[seq.slot] = seq
+            batch.add(seq, *span)
+        self._run_prefills(batch)
 
-    def _place(self, seq: _Seq) -> None:
-        """Give seq blocks for every token but its last: reuse the cache, prefill the rest."""
+    def _place(self, seq: _Seq, batch: _Prefills) -> tuple[int, int]:
+        """Give seq blocks for every token but its last, reusing the cache; the token range
+        [start, stop) whose KV a prefill must compute. Runs the prefills batched so far
+        first when seq would read a block they are about to write."""
         bs = self.config.block_size
         context = seq.tokens[:-1]
         match = self.blocks.match(context)
         needed = math.ceil(len(context) / bs) if context else 0
         extra = needed - len(match.shared)
         source = [] if match.copy_from is None else [match.copy_from]
+        if batch.writes(match.shared) or batch.writes(source):
+            self._run_prefills(batch)
         self.blocks.retain([*match.shared, *source])  # nothing we read may be evicted
         try:
             fresh = self.blocks.allocate(extra) if extra > 0 else []
@@ -340,31 +350,41 @@ class JaxEngine:
             seq.cached = min(reused, len(seq.request.prompt))
             self.stats.prompt_tokens += len(seq.request.prompt)
             self.stats.cached_tokens += seq.cached
-        self._prefill_range(seq, reused, len(context))
+        # registered now, computed by the batch before anything reads it (see `_Prefills`)
         self._register(seq, partial_tail=True)
+        return reused, len(context)
 
-    def _prefill_range(self, seq: _Seq, start: int, stop: int) -> None:
+    def _run_prefills(self, batch: _Prefills) -> None:
+        """Compute the batch's KV in rounds of up to `prefill_chunk` tokens per row, packing
+        rows into calls of at most `prefill_chunk` (padded) tokens: the memory of one chunk,
+        and one pass over the weights for many short prefills (the next turns of episodes)."""
         bs, chunk = self.config.block_size, self.config.prefill_chunk
-        while start < stop:
-            n = min(chunk, stop - start)
-            t = math.ceil(n / bs) * bs  # padding: less than one block
-            tokens = np.zeros((1, t), np.int32)
-            tokens[0, :n] = seq.tokens[start : start + n]
-            width = Buckets.pick(
-                _pow2(self.max_blocks, _MIN_TABLE_BLOCKS), math.ceil((start + n) / bs)
-            )
-            table = np.zeros((1, width), np.int32)
-            table[0, : len(seq.blocks)] = seq.blocks[:width]
-            self.pool = self._prefill(
-                self.params,
-                self.pool,
-                tokens,
-                np.asarray([start], np.int32),
-                np.asarray([n], np.int32),
-                table,
-            )
+        work = batch.take()
+        while work:
+            rounds = [(seq, start, min(chunk, stop - start)) for seq, start, stop in work]
+            for rows in _pack_prefills(rounds, bs, chunk):
+                self._prefill_call(rows)
+            work = [(q, start + chunk, stop) for q, start, stop in work if start + chunk < stop]
+
+    def _prefill_call(self, rows: list[tuple[_Seq, int, int]]) -> None:
+        bs = self.config.block_size
+        t = max(math.ceil(n / bs) for _, _, n in rows) * bs  # padding: within the longest row
+        b = _pow2_at_least(len(rows))
+        width = Buckets.pick(
+            _pow2(self.max_blocks, _MIN_TABLE_BLOCKS),
+            max(math.ceil((start + n) / bs) for _, start, n in rows),
+        )
+        tokens = np.zeros((b, t), np.int32)
+        starts = np.zeros(b, np.int32)
+        counts = np.zeros(b, np.int32)  # padding rows: no valid token, writes go to block 0
+        table = np.zeros((b, width), np.int32)
+        for r, (seq, start, n) in enumerate(rows):
+            tokens[r, :n] = seq.tokens[start : start + n]
+            starts[r], counts[r] = start, n
+            table[r, : min(len(seq.blocks), width)] = seq.blocks[:width]
             self.stats.prefilled_tokens += n
-            start += n
+        self.pool = self._prefill(self.params, self.pool, tokens, starts, counts, table)
+        self.stats.prefill_calls += 1
 
     def _register(self, seq: _Seq, *, partial_tail: bool) -> None:
         """Register seq's newly full blocks (and, when asked, its partial tail) for reuse."""
@@ -457,6 +477,9 @@ class JaxEngine:
             _list_buckets(rows * self.max_blocks, rows * _MIN_TABLE_BLOCKS),
             bs,
         )
+        # end the call when the first row reaches its token budget, so its slot (and the
+        # next turn of its episode) does not wait out the rest of the chunk
+        steps = min(chunk, *(q.request.sampling.max_new_tokens - len(q.generated) for q in seqs))
         sampled = [q.request.sampling for q in seqs if not q.request.sampling.greedy]
         greedy = not sampled
         truncate = any(sp.top_k > 0 or sp.top_p < 1 for sp in sampled)
@@ -469,7 +492,7 @@ class JaxEngine:
             base,
             lists,
             *args.arrays()[2:],
-            np.int32(chunk),
+            np.int32(steps),
             chunk,
         )
         out_tok, out_lp, n_out, still = jax.device_get((out_tok, out_lp, n_out, still))
@@ -566,6 +589,55 @@ class _DecodeArgs:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+class _Prefills:
+    """Prefills of sequences admitted together, run as batched calls (`_run_prefills`).
+
+    A sequence's blocks are registered in the pool when it is placed, before its KV exists;
+    a later sequence of the same admission that would read one of those blocks (a shared
+    prefix, or the source of a copy-on-write) runs the batch first, so nothing is ever read
+    before it is written.
+    """
+
+    def __init__(self) -> None:
+        self._work: list[tuple[_Seq, int, int]] = []
+        self._blocks: set[int] = set()
+
+    def add(self, seq: _Seq, start: int, stop: int) -> None:
+        if start < stop:
+            self._work.append((seq, start, stop))
+            self._blocks.update(seq.blocks)
+
+    def writes(self, blocks: Sequence[int]) -> bool:
+        return any(b in self._blocks for b in blocks)
+
+    def take(self) -> list[tuple[_Seq, int, int]]:
+        work, self._work, self._blocks = self._work, [], set()
+        return work
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _pack_prefills(
+    rows: list[tuple[_Seq, int, int]], block_size: int, budget: int
+) -> list[list[tuple[_Seq, int, int]]]:
+    """Rows (seq, start, n) packed in order into calls whose padded size (rows rounded up to
+    a power of two, times the longest row in whole blocks) stays within `budget` tokens; a
+    row alone always fits (n <= budget)."""
+    calls: list[list[tuple[_Seq, int, int]]] = []
+    longest = 0
+    for row in rows:
+        t = math.ceil(row[2] / block_size) * block_size
+        if calls and _pow2_at_least(len(calls[-1]) + 1) * max(longest, t) <= budget:
+            calls[-1].append(row)
+            longest = max(longest, t)
+        else:
+            calls.append([row])
+            longest = t
+    return calls
 
 
 def _pow2(limit: int, least: int) -> tuple[int, ...]:

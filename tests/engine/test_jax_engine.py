@@ -4,6 +4,7 @@ its own one-request-at-a-time runs; its KV reuse counted token by token."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 
 import jax
@@ -98,6 +99,19 @@ def test_continuous_batching_equals_one_request_at_a_time(tiny):
     assert [c.tokens for c in batched] == [c.tokens for c in alone]
     for a, b in zip(batched, alone, strict=True):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-5)
+
+
+def test_prompts_admitted_together_prefill_in_shared_calls(tiny):
+    """Rows pack into calls of at most `prefill_chunk` padded tokens; a longer prompt goes in
+    rounds. 32-token chunks, contexts of 39, 8 and 13 tokens: round 1 is the first prompt's
+    32 tokens alone, then 8 + 13 tokens in one call of 2 x 16; round 2 its last 7 tokens."""
+    hf, cfg, params = tiny
+    prompts = _prompts(9, lens=(40, 9, 14))
+    engine = JaxEngine(params, cfg, dataclasses.replace(SMALL, prefill_chunk=32))
+    out = engine.generate([Request(p, Sampling(5, temperature=0.0)) for p in prompts])
+    assert engine.stats.prefill_calls == 3
+    assert engine.stats.prefilled_tokens == 39 + 8 + 13
+    assert [list(c.tokens) for c in out] == [_hf_greedy(hf, p, 5) for p in prompts]
 
 
 def test_next_turn_prefills_only_its_new_tokens(tiny):
