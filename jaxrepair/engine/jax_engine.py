@@ -204,8 +204,8 @@ class JaxEngine:
         if self.mesh is None:  # committed, like the pools the programs return: one cache key
             return jax.device_put(pool, jax.local_devices()[0])
         tensor = self.mesh.shape.get("tensor", 1)
-        spec = PartitionSpec(
-            None, None, None, "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
+        spec = PartitionSpec(  # [L, blocks, K, ...]: split over the KV heads
+            None, None, "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
         )
         return jax.device_put(pool, NamedSharding(self.mesh, spec))
 

@@ -1,7 +1,7 @@
 """Qwen3 over a paged KV cache: the jitted programs the engine runs.
 
-The cache is two pools `k`, `v` of shape [L, num_blocks, block_size, K, H] in the compute
-dtype. A row's keys are its block table's blocks in order, so the gathered index of a key is
+The cache is two pools in the compute dtype, keys [L, num_blocks, K, H, block_size] and values
+[L, num_blocks, K, block_size, H] (layouts whose decode products are plain GEMMs). A row's keys are its block table's blocks in order, so the gathered index of a key is
 its position in the sequence and causal masking is `key position <= query position`; table
 entries past a row's blocks point at block 0 and are masked the same way.
 
@@ -41,12 +41,19 @@ from jaxrepair.model.qwen3 import (
 )
 from jaxrepair.model.sampler import sample_tokens
 
-KVPool = dict[str, jax.Array]  # {"k", "v"}: [L, num_blocks, block_size, K, H]
+KVPool = dict[
+    str, jax.Array
+]  # {"k": [L, blocks, K, H, block_size], "v": [L, blocks, K, block_size, H]}
 
 
 def init_pool(cfg: Qwen3Config, num_blocks: int, block_size: int, dtype) -> KVPool:
-    shape = (cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    """Keys [L, num_blocks, K, H, block_size] (transposed: see `ragged_decode_attention`),
+    values [L, num_blocks, K, block_size, H]."""
+    layers, kv, h = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+    return {
+        "k": jnp.zeros((layers, num_blocks, kv, h, block_size), dtype),
+        "v": jnp.zeros((layers, num_blocks, kv, block_size, h), dtype),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +77,8 @@ jax.tree_util.register_dataclass(
 
 def ragged_decode_attention(
     q: jax.Array,  # [B, 1, N, H]: one query per row
-    k: jax.Array,  # [num_blocks, block_size, K, H]: one layer of the pool
-    v: jax.Array,
+    k: jax.Array,  # [num_blocks, K, H, block_size]: one layer of the pool, keys transposed
+    v: jax.Array,  # [num_blocks, K, block_size, H]
     lists: RaggedBlocks,
     positions: jax.Array,  # [B]: each row's query position (it sees keys at <= it)
 ) -> jax.Array:
@@ -79,29 +86,43 @@ def ragged_decode_attention(
 
     The same function as `attention` over a [B, W * block_size] gather with a causal mask,
     but the work and the memory traffic are the sum of the rows' blocks, not B times the
-    longest row: every block is scored against its own row's query, and the softmax
-    normaliser and the weighted values are summed per row (`segment_sum`). A row with no
-    listed block gets zeros.
+    longest row: every block is scored against its own row's query ([G, H] @ [H, bs] per block
+    and KV head: the pool keeps keys transposed so that both products are plain GEMMs, no
+    transpose of the gathered blocks), and the rows' softmax normalisers and weighted values
+    are summed by a one-hot [B, P] matmul (XLA:CPU runs a scatter-add serially). The gathered
+    blocks are materialised once (a copy of whole blocks) rather than fused into the products,
+    which XLA:CPU emits element by element. A row with no listed block gets zeros.
     """
     b, _, n, h = q.shape
-    kv_heads, bs = k.shape[2], k.shape[1]
+    kv_heads, bs = k.shape[1], k.shape[3]
+    g = n // kv_heads
     rows = lists.rows
-    qg = q[:, 0].reshape(b, kv_heads, n // kv_heads, h)[rows]  # [P, K, G, H]
-    kb, vb = k[lists.blocks], v[lists.blocks]  # [P, bs, K, H]
-    scores = jnp.einsum("pkgh,pskh->pkgs", qg, kb, preferred_element_type=jnp.float32)
-    scores = scores * jnp.float32(h**-0.5)
+    qg = (q[:, 0].reshape(b, kv_heads, g, h).astype(jnp.float32) * jnp.float32(h**-0.5))[rows]
+    kb = _gather_blocks(k, lists.blocks)  # [P, K, H, bs]
+    vb = _gather_blocks(v, lists.blocks)  # [P, K, bs, H]
+    scores = jnp.einsum(
+        "pkgh,pkhs->pkgs", qg.astype(kb.dtype), kb, preferred_element_type=jnp.float32
+    )
     key_pos = lists.first[:, None] + jnp.arange(bs)[None, :]
     visible = key_pos <= positions[rows][:, None]  # [P, bs]
     scores = jnp.where(visible[:, None, None, :], scores, -jnp.inf)
-    seg = partial(jax.ops.segment_max, segment_ids=rows, num_segments=b, indices_are_sorted=True)
-    peak = seg(jnp.max(scores, axis=-1))  # [B, K, G]
-    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-    p = jnp.exp(scores - peak[rows][..., None])
-    total = partial(jax.ops.segment_sum, segment_ids=rows, num_segments=b, indices_are_sorted=True)
-    norm = total(jnp.sum(p, axis=-1))  # [B, K, G]
-    out = jnp.einsum("pkgs,pskh->pkgh", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32)
-    out = total(out) / jnp.where(norm > 0, norm, 1.0)[..., None]
+    own = rows[None, :] == jnp.arange(b)[:, None]  # [B, P]
+    block_peak = jnp.max(scores, axis=-1)  # [P, K, G]
+    peak = jnp.max(jnp.where(own[:, :, None, None], block_peak[None], -jnp.inf), axis=1)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)  # [B, K, G]
+    p = jnp.exp(scores - peak[rows][..., None])  # [P, K, G, bs]
+    out = jnp.einsum("pkgs,pksh->pkgh", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32)
+    one_hot = own.astype(jnp.float32)
+    norm = one_hot @ jnp.sum(p, axis=-1).reshape(-1, kv_heads * g)  # [B, K*G]
+    out = (one_hot @ out.reshape(-1, kv_heads * g * h)).reshape(b, kv_heads, g, h)
+    out = out / jnp.where(norm > 0, norm, 1.0).reshape(b, kv_heads, g, 1)
     return out.reshape(b, 1, n, h).astype(q.dtype)
+
+
+def _gather_blocks(pool: jax.Array, blocks: jax.Array) -> jax.Array:
+    """pool[blocks] as one copy of whole blocks (rows of a [num_blocks, block elements] view)."""
+    flat = jnp.take(pool.reshape(pool.shape[0], -1), blocks, axis=0, mode="clip")
+    return jax.lax.optimization_barrier(flat).reshape(blocks.shape[0], *pool.shape[1:])
 
 
 def paged_forward(
@@ -122,7 +143,7 @@ def paged_forward(
     (`ragged_decode_attention`) and `table` (starting at block `table_base` of each row) is
     used only to place the new KV; without, every row gathers its whole table."""
     b, t = tokens.shape
-    bs = pool["k"].shape[2]
+    bs = pool["v"].shape[3]
     x = jnp.take(params["embed"], tokens, axis=0)
     cos, sin = rope_cos_sin(cfg, positions, x.dtype)
     index = positions // bs if table_base is None else positions // bs - table_base[:, None]
@@ -139,15 +160,16 @@ def paged_forward(
     def step(carry, lp):
         x, k_all, v_all, i = carry
         q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-        k_all = k_all.at[i, blk, off].set(k.astype(k_all.dtype))
-        v_all = v_all.at[i, blk, off].set(v.astype(v_all.dtype))
+        k_all = k_all.at[i, blk, :, :, off].set(k.astype(k_all.dtype))  # [B, T, K, H] updates
+        v_all = v_all.at[i, blk, :, off].set(v.astype(v_all.dtype))
         kl = jax.lax.dynamic_index_in_dim(k_all, i, 0, keepdims=False)
         vl = jax.lax.dynamic_index_in_dim(v_all, i, 0, keepdims=False)
         if lists is not None:
             a = ragged_decode_attention(q, kl, vl, lists, positions[:, 0])
         else:
-            kc = kl[table].reshape(b, span, *kl.shape[2:]).astype(q.dtype)
-            vc = vl[table].reshape(b, span, *vl.shape[2:]).astype(q.dtype)
+            kc = jnp.moveaxis(kl[table], 4, 2).reshape(b, span, *kl.shape[1:3])  # [B, S, K, H]
+            vc = jnp.moveaxis(vl[table], 3, 2).reshape(b, span, vl.shape[1], vl.shape[3])
+            kc, vc = kc.astype(q.dtype), vc.astype(q.dtype)
             a = attention(q, kc, vc, mask, cfg.attention_impl)
         x = x + _dense(a, lp["o_proj"], in_dims=2)
         x = x + _mlp_block(cfg, lp, x, mesh)

@@ -41,8 +41,12 @@ def test_ragged_attention_equals_per_row_attention():
     q = rng.standard_normal((len(sizes), 1, n, h)).astype(np.float32)
     lists = _ragged_lists(tables, len(sizes), _list_buckets(64, 8), bs)
     assert lists.blocks.size > sum(sizes)  # padding entries present and ignored
-    got = ragged_decode_attention(
-        jnp.asarray(q), jnp.asarray(k_pool), jnp.asarray(v_pool), lists, jnp.asarray(positions)
+    got = ragged_decode_attention(  # the pool's layouts: keys [blocks, K, H, bs], values [blocks, K, bs, H]
+        jnp.asarray(q),
+        jnp.asarray(k_pool.transpose(0, 2, 3, 1)),
+        jnp.asarray(v_pool.transpose(0, 2, 1, 3)),
+        lists,
+        jnp.asarray(positions),
     )
     want = _reference(q, k_pool, v_pool, tables, positions, bs)
     np.testing.assert_allclose(np.asarray(got), want, atol=2e-6)
