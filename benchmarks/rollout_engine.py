@@ -282,13 +282,20 @@ def main() -> None:
         default=4.0,
         help="generate: rows per call are capped so the prefill's attention scores fit this",
     )
+    ap.add_argument("--block-size", type=int, default=16, help="our engine's KV block")
     ap.add_argument("--vllm-block-size", type=int, help="vLLM KV block (default: vLLM's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per engine")
     args = ap.parse_args()
-    if args.slots < 1 or args.repeats < 1 or (args.episodes is not None and args.episodes < 1):
-        ap.error("--slots, --repeats and --episodes must be >= 1")
+    if (
+        min(args.slots, args.repeats, args.block_size) < 1
+        or (args.episodes is not None and args.episodes < 1)
+        or 512 % args.block_size
+    ):
+        ap.error(
+            "--slots, --repeats, --episodes and --block-size must be >= 1 (block: a divisor of 512)"
+        )
 
     spec = QUICK_SPEC if args.quick else WorkloadSpec()
     if args.episodes is not None:
@@ -306,7 +313,7 @@ def main() -> None:
     warmup = make_workload(spec, vocab, lengths_seed=args.seed, tokens_seed=args.seed + 1)
     rng = np.random.default_rng(args.seed + 7)
     fixed_prompts = rng.integers(1, vocab, size=(repeats + 1, fixed_rows, fixed_len)).tolist()
-    block = 16
+    block = args.block_size
     total_tokens = sum(
         len(e.first_prompt) + sum(e.completion_lengths) + sum(map(len, e.tool_outputs))
         for e in timed
