@@ -282,7 +282,7 @@ def main() -> None:
         default=4.0,
         help="generate: rows per call are capped so the prefill's attention scores fit this",
     )
-    ap.add_argument("--block-size", type=int, default=16, help="our engine's KV block")
+    ap.add_argument("--block-size", type=int, default=64, help="our engine's KV block")
     ap.add_argument("--vllm-block-size", type=int, help="vLLM KV block (default: vLLM's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench")

@@ -427,8 +427,8 @@ class EngineSection:
     SECTION: ClassVar[str] = "engine"
     enabled: bool = True
     slots: int = 64
-    block_size: int = 16
-    num_blocks: int = 4096
+    block_size: int = 64  # tokens per KV block (bigger blocks: bigger decode GEMMs)
+    num_blocks: int = 1024
     decode_chunk: int = 16
     prefill_chunk: int = 512
     dtype: str = "auto"  # auto: bfloat16 on accelerators, float32 on CPU

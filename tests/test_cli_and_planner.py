@@ -101,7 +101,7 @@ def test_plan_from_run_config():
     )
     assert "qwen3-32b (grpo)" in out.stdout and "tensor': 4" in out.stdout, out.stdout + out.stderr
     # the config's rollout engine, not the static sampler, holds the KV
-    assert "engine KV pool (16384 x 16 tokens)" in out.stdout and "overlap snapshots" in out.stdout
+    assert "engine KV pool (4096 x 64 tokens)" in out.stdout and "overlap snapshots" in out.stdout
     assert "sampler KV cache" not in out.stdout
 
 
