@@ -42,7 +42,7 @@ fi
 
 # Images per build system, built in parallel (debootstrap is network- and dpkg-bound).
 pids=()
-for bs in python make cmake; do
+for bs in python make cmake npm; do
   python3 jaxrepair/envs/sandbox/images.py "$bs" >"$STATE/image-$bs.log" 2>&1 &
   pids+=($!)
 done

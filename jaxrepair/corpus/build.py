@@ -27,28 +27,38 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..envs import deps
 from ..envs.corpus_validate import validate_corpus
 from ..envs.reward import _glob_regex, count_tests
 from ..envs.sandbox import Sandbox, copy_repo, make_sandbox, remove_tree
 from ..envs.task import TaskError
 from ..errors import UserError
-from . import c_breakages, python_breakages
+from . import c_breakages, drift, js_breakages, python_breakages
 from .build_options import add_build_arguments
-from .manifest import Record, materialise, read_manifest, record_split, write_manifest
+from .manifest import (
+    Record,
+    materialise,
+    read_manifest,
+    record_split,
+    requirements_text,
+    write_manifest,
+)
 from .mirror import build_mirror, use_mirror
-from .projects import PROJECTS, Project
+from .npm import install_node_modules
+from .projects import PROJECTS, NpmProject, Project
 from .python_breakages import Breakage
 from .snapshots import snapshot
 from .sources import fetch
 
 __all__ = ["ProjectResult", "build_corpus", "build_project", "issue_text", "main", "run"]
 
-CATEGORY_ORDER = ("import", "signature", "logic", "type", "syntax", "config")
+CATEGORY_ORDER = ("import", "signature", "logic", "type", "syntax", "config", "dependency")
 # which breakage generator a build system's projects get, and which files hold their tests
 _GENERATORS = {
     "python": (python_breakages.breakages, (".py",)),
     "make": (c_breakages.breakages, c_breakages.C_SUFFIXES),
     "cmake": (c_breakages.breakages, c_breakages.C_SUFFIXES),
+    "npm": (js_breakages.breakages, js_breakages.JS_SUFFIXES),
 }
 
 
@@ -137,11 +147,23 @@ def _run_build(sandbox: Sandbox, tree: Path, project: Project, edit: Breakage | 
     t0 = time.monotonic()
     ws = copy_repo(tree, prefix="jaxrepair-corpus-")
     try:
+        pins = dict(project.pins)
+        if pins:  # the requirements.txt a task's repo holds (a dependency edit changes it)
+            (ws / deps.REQUIREMENTS).unlink(missing_ok=True)
+            (ws / deps.REQUIREMENTS).write_text(requirements_text(pins))
         if edit is not None:
             (ws / edit.path).write_bytes(edit.broken.encode())  # line ends kept
+        if pins:
+            pins = deps.read_pins(ws)
+        if isinstance(project, NpmProject):  # the pinned test runner, as a task's repo has it
+            install_node_modules(ws, project.node_modules, link=False)
         out = ""
         for step, cmd in enumerate(project.build):
-            res = sandbox.run(ws, cmd, project.timeout_s, dict(project.pins))
+            try:
+                res = sandbox.run(ws, cmd, project.timeout_s, pins)
+            except deps.DepsError as e:  # a pin the mirror lacks fails as the reward's build does
+                out = f"[jaxrepair] dependency error: {e}\n"
+                return _Run("fail", out, step, time.monotonic() - t0)
             out = res.output
             if res.infra_error is not None:
                 return _Run("infra", res.infra_error, step, time.monotonic() - t0)
@@ -160,7 +182,9 @@ def _relevant(edit: Breakage, output: str, files: set[str]) -> tuple[str, ...]:
     errors = [ln for ln in output.splitlines() if _C_ERROR.search(ln)]
     text = "\n".join(errors) if errors else output
     found = [edit.path]
-    for m in re.finditer(r"([\w./-]+\.(?:py|c|h|cc|cpp|cxx|hpp)|[\w./-]*CMakeLists\.txt)\b", text):
+    for m in re.finditer(
+        r"([\w./-]+\.(?:py|c|h|cc|cpp|cxx|hpp|js|cjs|mjs|json)|[\w./-]*CMakeLists\.txt)\b", text
+    ):
         rel = m.group(1).removeprefix("/workspace/").removeprefix("./")
         if rel in files:
             found.append(rel)
@@ -196,7 +220,7 @@ def build_project(
     """The validated records of one project: up to ``quota`` per category, from at most
     ``max_tries`` candidates per category run once each, validated ``repeats`` times."""
     mirror = (  # the pinned dependencies, offline, through envs.deps
-        use_mirror(build_mirror(project.dependencies))
+        use_mirror(build_mirror(drift.mirror_sources(project)))
         if project.dependencies
         else contextlib.nullcontext()
     )
@@ -226,6 +250,8 @@ def _build_project(
     res.seconds["snapshot"] = time.monotonic() - t0
     files = _files(tree)
     protected = tuple(g for g in project.protected if any(_matches(f, (g,)) for f in files))
+    if isinstance(project, NpmProject):  # installed after the snapshot: the test runner
+        protected += tuple(g for g in project.protected if g.startswith("node_modules/"))
     _log(f"{project.source.label}: {len(files)} files, tree {tree_hash[:12]}")
 
     base = _run_build(sandbox, tree, project, None)
@@ -254,6 +280,8 @@ def _build_project(
         if f.endswith(test_suffixes) and _matches(f, protected)
     )
     cands = generate(sources, tests, seed=seed)
+    if project.build_system == "python":
+        cands.update(drift.breakages(project))  # pins moved to other releases
     _log(
         f"{project.name}: {sum(map(len, cands.values()))} candidate breakages in "
         f"{len(sources)} files ({', '.join(f'{c}={len(v)}' for c, v in cands.items())})"
@@ -302,7 +330,8 @@ def _build_project(
                 fix_patch=edit.fix_patch,
                 pins=dict(project.pins),
                 split=record_split(project.split, edit.break_patch),
-                dependency_sources=project.dependencies,
+                dependency_sources=drift.mirror_sources(project)
+                + (project.node_modules if isinstance(project, NpmProject) else ()),
             )
         )
     if not records:

@@ -26,6 +26,7 @@ from ..envs import deps
 from ..envs.reward import PatchError, apply_patch
 from ..envs.task import CATEGORIES, SPLITS, TASK_DIR_BUILD_SYSTEMS, Task, TaskError, load_task
 from .mirror import MirrorError, require_mirror
+from .npm import NpmError, install_node_modules
 from .snapshots import SnapshotError, check_snapshot, snapshot
 from .sources import SourceError, SourceSpec, fetch
 
@@ -37,6 +38,7 @@ __all__ = [
     "materialise",
     "read_manifest",
     "record_split",
+    "requirements_text",
     "write_manifest",
 ]
 
@@ -168,6 +170,15 @@ class Record:
             dependency_sources = tuple(SourceSpec.from_dict(d) for d in dep_srcs)
         except SourceError as e:
             raise TaskError(tid, "dependency_sources", str(e)) from e
+        npm_sources = [d.label for d in dependency_sources if d.registry == "npm"]
+        is_npm = rec["build_system"] == "npm"
+        if len(npm_sources) != (len(dependency_sources) if is_npm else 0):
+            raise TaskError(
+                tid,
+                "dependency_sources",
+                "an npm task's dependency sources are its node_modules (all from npm), and only "
+                "an npm task has npm dependency sources",
+            )
         tests_ran = rec.get("tests_ran")
         if tests_ran is not None and (
             isinstance(tests_ran, bool) or not isinstance(tests_ran, int)
@@ -285,11 +296,17 @@ def _task_toml(r: Record) -> str:
     return tomli_w.dumps(data)
 
 
+def requirements_text(pins: dict[str, str]) -> str:
+    """The ``requirements.txt`` a task's repo holds for its pins (sorted, one per line)."""
+    return "".join(f"{k}=={v}\n" for k, v in sorted(pins.items()))
+
+
 def materialise(r: Record, parent: Path) -> Task:
     """The task directory ``parent/<id>`` for a record (made once; atomic), loaded as a Task.
 
     The snapshot is copied, the break patch applied with ``git apply`` (as every patch in
-    jaxrepair is), the pins written as ``requirements.txt`` when there are any.
+    jaxrepair is), the pins written as ``requirements.txt`` (when there are any) before it,
+    in place of one the release ships (a range, which is not an exact pin).
     """
     root = Path(parent) / r.id
     if (root / "task.toml").is_file():
@@ -303,15 +320,19 @@ def materialise(r: Record, parent: Path) -> Task:
         try:
             repo = tmp / "repo"
             shutil.copytree(tree, repo, symlinks=True)
+            if r.pins:  # before the break patch: a dependency task's patches edit this file
+                # (one the release ships, e.g. jsonpatch's version range, gives way to the pins)
+                (repo / deps.REQUIREMENTS).unlink(missing_ok=True)
+                (repo / deps.REQUIREMENTS).write_text(requirements_text(r.pins))
             try:
                 apply_patch(repo, r.break_patch)
             except PatchError as e:
                 raise TaskError(r.id, "break_patch", str(e)) from e
-            if r.pins:
-                if (repo / deps.REQUIREMENTS).exists():
-                    raise TaskError(r.id, "pins", f"the project already has {deps.REQUIREMENTS}")
-                lines = [f"{k}=={v}" for k, v in sorted(r.pins.items())]
-                (repo / deps.REQUIREMENTS).write_text("\n".join(lines) + "\n")
+            if r.build_system == "npm" and r.dependency_sources:  # node_modules, hard-linked
+                try:
+                    install_node_modules(repo, r.dependency_sources)
+                except (NpmError, SourceError, SnapshotError) as e:
+                    raise TaskError(r.id, "dependency_sources", str(e)) from e
             (tmp / "fix.patch").write_text(r.fix_patch)
             (tmp / "task.toml").write_text(_task_toml(r))
             os.rename(tmp, root)
@@ -326,7 +347,9 @@ def load_manifest(path: str | Path) -> list[Task]:
     records name dependency sources, the dependency mirror is built and made this process's
     package index (mirror.require_mirror)."""
     records = read_manifest(path)
-    specs = list(dict.fromkeys(d for r in records for d in r.dependency_sources))
+    specs = list(  # the Python mirror's; an npm task's are its node_modules (materialise)
+        dict.fromkeys(d for r in records if r.build_system != "npm" for d in r.dependency_sources)
+    )
     if specs:
         try:
             require_mirror(specs)

@@ -73,6 +73,20 @@ def cmake_build(*configure: str) -> tuple[str, ...]:
 
 _CONFIG = ("setup.cfg", "setup.py", "pyproject.toml", "tox.ini", "pytest.ini", "conftest.py")
 
+# dependencies the mirror serves (also corpus projects of their own)
+_JSONPOINTER = _pypi(
+    "jsonpointer",
+    "3.0.0",
+    "2b2d729f2091522d61c3b31f82e11870f60b68f43fbc705cb76bf4b832af59ef",
+    "jsonpointer-3.0.0.tar.gz",
+)
+_WEBENCODINGS = _pypi(
+    "webencodings",
+    "0.5.1",
+    "b36a1c245f2d304965eb4e0a82848379241dc04b865afcc4aab16748587e1923",
+    "webencodings-0.5.1.tar.gz",
+)
+
 PROJECTS: dict[str, Project] = {
     p.name: p
     for p in (
@@ -184,6 +198,211 @@ PROJECTS: dict[str, Project] = {
                 ),
             ),
         ),
+        Project(
+            _pypi(
+                "colorama",
+                "0.4.6",
+                "08695f5cb7ed6e0531a20572697297273c47b8cae5a63ffc6d6ed5c201be6e44",
+                "colorama-0.4.6.tar.gz",
+            ),
+            build=(f"{_PYTEST} colorama/tests",),
+            sources=("colorama/*.py",),
+            protected=("colorama/tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "xmltodict",
+                "0.13.0",
+                "341595a488e3e01a85a9d8911d8912fd922ede5fecc4dce437eb4b6c8d037e56",
+                "xmltodict-0.13.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("xmltodict.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "pyflakes",
+                "3.2.0",
+                "1c61603ff154621fb2a9172037d84dca3500def8c8b630657d1701f026f8af3f",
+                "pyflakes-3.2.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} pyflakes/test",),
+            sources=("pyflakes/*.py",),
+            protected=("pyflakes/test/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "jsonpointer",
+                "3.0.0",
+                "2b2d729f2091522d61c3b31f82e11870f60b68f43fbc705cb76bf4b832af59ef",
+                "jsonpointer-3.0.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests.py",),
+            sources=("jsonpointer.py",),
+            protected=("tests.py", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "ordered-set",
+                "4.1.0",
+                "694a8e44c87657c59292ede72891eb91d34131f6531463aab3009191c77364a8",
+                "ordered-set-4.1.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} test",),
+            sources=("ordered_set/*.py",),
+            protected=("test/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "parse",
+                "1.20.2",
+                "b41d604d16503c79d81af5165155c0b20f6c8d6c559efa66b4b695c3e5a0a0ce",
+                "parse-1.20.2.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("parse.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "termcolor",
+                "2.4.0",
+                "aab9e56047c8ac41ed798fa36d892a37aca6b3e9159f3e0c24bc64a9b3ac7b7a",
+                "termcolor-2.4.0.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} tests",),
+            sources=("src/termcolor/*.py",),
+            protected=("tests/**", *_CONFIG),
+            split="test",  # held out
+        ),
+        Project(
+            _pypi(
+                "sqlparse",
+                "0.5.1",
+                "bb6b4df465655ef332548e24f08e205afc81b9ab86cb1c45657a7ff173a3a00e",
+                "sqlparse-0.5.1.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("sqlparse/*.py", "sqlparse/engine/*.py", "sqlparse/filters/*.py"),
+            protected=("tests/**", *_CONFIG),
+            split="test",  # held out
+        ),
+        Project(
+            _pypi(
+                "webencodings",
+                "0.5.1",
+                "b36a1c245f2d304965eb4e0a82848379241dc04b865afcc4aab16748587e1923",
+                "webencodings-0.5.1.tar.gz",
+            ),
+            build=(f"{_PYTEST} webencodings/tests.py",),
+            sources=("webencodings/__init__.py", "webencodings/x_user_defined.py"),
+            protected=("webencodings/tests.py", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "markupsafe",
+                "2.0.1",
+                "594c67807fb16238b30c44bdf74f36c02cdf22d1c8cda91ef8a0ed8dabf5620a",
+                "MarkupSafe-2.0.1.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} tests",),
+            sources=("src/markupsafe/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "simplejson",
+                "3.19.3",
+                "8e086896c36210ab6050f2f9f095a5f1e03c83fa0e7f296d6cba425411364680",
+                "simplejson-3.19.3.tar.gz",
+            ),
+            build=(f"{_PYTEST} simplejson/tests",),
+            sources=("simplejson/*.py",),
+            protected=("simplejson/tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "pytz",
+                "2024.2",
+                "2aa355083c50a0f93fa581709deac0c9ad65cca8a9e9beac660adcbd493c798a",
+                "pytz-2024.2.tar.gz",
+            ),
+            build=(f"{_PYTEST} pytz/tests",),
+            sources=("pytz/*.py",),
+            protected=("pytz/tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "semver",
+                "3.0.2",
+                "6253adb39c70f6e51afed2fa7152bcd414c411286088fb4b9effb133885ab4cc",
+                "semver-3.0.2.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} tests",),
+            sources=("src/semver/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "mistune",
+                "3.0.2",
+                "fc7f93ded930c92394ef2cb6f04a8aabab4117a91449e72dcc8dfa646a508be8",
+                "mistune-3.0.2.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} tests",),
+            sources=("src/mistune/*.py", "src/mistune/plugins/*.py", "src/mistune/renderers/*.py"),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(  # a real runtime dependency, served by the dependency mirror
+            _pypi(
+                "jsonpatch",
+                "1.33",
+                "9fcd4009c41e6d12348b4a0ff2563ba56a2923a7dfee731d004e212e1ee5030c",
+                "jsonpatch-1.33.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests.py",),
+            sources=("jsonpatch.py",),
+            protected=("tests.py", "tests.js", *_CONFIG),
+            dependencies=(_JSONPOINTER,),
+        ),
+        Project(  # a real runtime dependency, served by the dependency mirror
+            _pypi(
+                "tinycss2",
+                "1.3.0",
+                "152f9acabd296a8375fbca5b84c961ff95971fcfc32e79550c8df8e29118c54d",
+                "tinycss2-1.3.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("tinycss2/*.py",),
+            protected=("tests/**", *_CONFIG),
+            dependencies=(_WEBENCODINGS,),
+        ),
+        Project(  # two real dependencies; drift.py moves its mistune pin across the 2.0 rewrite
+            _pypi(
+                "m2r",
+                "0.3.1",
+                "aafb67fc49cfb1d89e46a3443ac747e15f4bb42df20ed04f067ad9efbee256ab",
+                "m2r-0.3.1.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("m2r.py",),
+            protected=("tests/**", *_CONFIG),
+            dependencies=(
+                _pypi(
+                    "docutils",
+                    "0.20.1",
+                    "f08a4e276c3a1583a86dce3e34aba3fe04d02bba2dd51ed16106244e8a923e3b",
+                    "docutils-0.20.1.tar.gz",
+                ),
+                _pypi(
+                    "mistune",
+                    "0.8.4",
+                    "59a3429db53c50b5c6bcc8a07f8848cb00d7dc8bdb431a4ab41920d201d4756e",
+                    "mistune-0.8.4.tar.gz",
+                ),
+            ),
+        ),
         # -- C and C++ (Debian source packages). The test commands are in the build list, not
         # only in the Makefile, because the Makefile is a source the config breakages edit:
         # a fix must not be able to turn the tests off.
@@ -267,3 +486,122 @@ PROJECTS: dict[str, Project] = {
         ),
     )
 }
+
+
+# -- JavaScript (npm registry tarballs). The test runner (tape) and what the tests require come
+# from a pinned lock (npm_locks), installed as a flat node_modules from the tarballs (npm.py).
+from .npm import lock_specs, tap_build  # noqa: E402 - the npm block extends the list above
+from .npm_locks import (  # noqa: E402
+    JSON_STABLE_STRINGIFY_TESTS,
+    QS_TESTS,
+    TAPE_5_9_0,
+    TRAVERSE_TESTS,
+)
+
+
+@dataclass(frozen=True)
+class NpmProject(Project):
+    """An npm project: ``node_modules`` is the pinned closure its tests run with (test runner
+    and runtime dependencies alike, each package once); ``dependencies`` (the Python mirror)
+    stays empty."""
+
+    node_modules: tuple[SourceSpec, ...] = ()
+    build_system: str = "npm"
+
+
+def _npm(name: str, version: str, sha512: str) -> SourceSpec:
+    """A tarball from the npm registry, pinned by its ``dist.integrity`` (as hex)."""
+    return SourceSpec("npm", name, version, f"sha512:{sha512}", filename=f"{name}-{version}.tgz")
+
+
+# tape over every test file; the build prints TESTS RAN: <assertions> (npm.tap_build)
+_TAPE = tap_build("node_modules/.bin/tape 'test/**/*.js'")
+_NPM_PROTECTED = ("test/**", "node_modules/**")
+
+PROJECTS.update(
+    {
+        p.name: p
+        for p in (
+            NpmProject(
+                _npm(
+                    "minimist",
+                    "1.2.8",
+                    "db2c8047ca8190ddd8ba17896a7529582e54ddb6f9a2c0f2c0d07c4730d5943c"
+                    "031dba1c009bdeaaa8f5bbcf92543ee39164f8cafb070a95aaa96a80c5bd3308",
+                ),
+                build=(_TAPE,),
+                sources=("index.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(TAPE_5_9_0),
+                timeout_s=60,
+            ),
+            NpmProject(
+                _npm(
+                    "shell-quote",
+                    "1.8.1",
+                    "ea3d56f65d6202cff8c58048d5260e559c857028acf5be0a08b43c7e00061b4e"
+                    "d0bf36912d555142f032f39c8d9a66528d88e0e0c5a1e2036f94fba353fe4ba4",
+                ),
+                build=(_TAPE,),
+                sources=("index.js", "parse.js", "quote.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(TAPE_5_9_0),
+                timeout_s=60,
+                split="test",  # held out: a project never seen in training
+            ),
+            NpmProject(
+                _npm(
+                    "json-stable-stringify",
+                    "1.1.1",
+                    "494ffdef52ade6a5507c9a720ef795850fefc9afb986fae30a514e72bf1cd05a"
+                    "b968e0c98ccc2eb6b39f094f9e0a7543e60a71d50ddf12a932a26efbcc7d6222",
+                ),
+                build=(_TAPE,),
+                sources=("index.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                # its runtime dependencies (call-bind, isarray, jsonify, object-keys) too
+                node_modules=lock_specs(TAPE_5_9_0, JSON_STABLE_STRINGIFY_TESTS),
+                timeout_s=60,
+            ),
+            NpmProject(
+                _npm(
+                    "traverse",
+                    "0.6.8",
+                    "6972436e4e929ee9ae69948035ddb55c0a35e6e7020c4dfc1f87e4aa21ac7373"
+                    "2108afb03a566f2cff5c07f4efa474f498ec96802e19f04c11973a98494cddb0",
+                ),
+                build=(_TAPE,),
+                sources=("index.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(TAPE_5_9_0, TRAVERSE_TESTS),
+                timeout_s=60,
+            ),
+            NpmProject(
+                _npm(
+                    "qs",
+                    "6.13.0",
+                    "fb7f2a23d48eafcb5f67842624da65314c6a8db7bb2cabef66059d13104e99df"
+                    "9e8194ed8cb07aec6bb41d15f7bbf5ceabb514d8dc7a9ec8ef4b5e99f6ec1fa6",
+                ),
+                build=(_TAPE,),
+                sources=("lib/*.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(TAPE_5_9_0, QS_TESTS),
+                timeout_s=60,
+            ),
+            NpmProject(
+                _npm(
+                    "wordwrap",
+                    "1.0.0",
+                    "82f57324594fc9c29ce5d64de323e43fcc3b0dcdfb06d3f5c9ccc49de39be2ea"
+                    "b7e295d972faed45399657c5be5267be5c2c4a81b8ccfa77af93214f3326dde1",
+                ),
+                build=(_TAPE,),
+                sources=("index.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(TAPE_5_9_0),
+                timeout_s=60,
+            ),
+        )
+    }
+)

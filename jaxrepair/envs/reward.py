@@ -53,13 +53,15 @@ _ARTIFACT_RE = re.compile(
     r"(^|/)(__pycache__|\.pytest_cache|\.mypy_cache|[^/]*\.egg-info)(/|$)|\.(pyc|pyo|o|a|so|d|gcda|gcno)$"
 )
 _PYTEST_LINE = re.compile(
-    r"^=*\s*((?:\d+ (?:passed|failed|errors?|xfailed|xpassed|skipped|deselected|warnings?|rerun)(?:, )?)+"
+    r"^=*\s*((?:\d+ (?:subtests )?(?:passed|failed|errors?|xfailed|xpassed|skipped|deselected"
+    r"|warnings?|rerun)(?:, )?)+"
     r"|no tests ran) in [\d.]+s\b.*$",
     re.M,
 )
 _PYTEST_COUNTS = re.compile(
-    r"(\d+) (passed|failed|errors?|xfailed|xpassed|skipped|deselected|warnings?)"
+    r"(\d+) (subtests )?(passed|failed|errors?|xfailed|xpassed|skipped|deselected|warnings?)"
 )
+_COUNTED = ("passed", "failed", "error", "errors", "xfailed", "xpassed")
 _TESTS_RAN = re.compile(r"^TESTS RAN: (\d+)\s*$", re.M)
 _ref_lock = threading.Lock()
 _ref_memo: dict[str, int | None] = {}
@@ -224,7 +226,8 @@ def check_guards(task: Task, workspace: Path) -> tuple[str | None, str | None]:
 # -- test counting --------------------------------------------------------------------------
 def count_tests(output: str) -> int | None:
     """Tests that ran in one command's output: pytest's final summary line (passed + failed +
-    errors + xfailed + xpassed; skipped do not count) plus any ``TESTS RAN: N`` lines."""
+    errors + xfailed + xpassed; skipped do not count, nor pytest's "N subtests passed": those
+    run inside a test already counted) plus any ``TESTS RAN: N`` lines."""
     total: int | None = None
     ran = _TESTS_RAN.findall(output)
     if ran:
@@ -232,8 +235,8 @@ def count_tests(output: str) -> int | None:
     lines = [m.group(1) for m in _PYTEST_LINE.finditer(output)]
     if lines:
         n = 0
-        for num, kind in _PYTEST_COUNTS.findall(lines[-1]):
-            if kind in ("passed", "failed", "error", "errors", "xfailed", "xpassed"):
+        for num, subtests, kind in _PYTEST_COUNTS.findall(lines[-1]):
+            if not subtests and kind in _COUNTED:
                 n += int(num)
         total = (total or 0) + n
     return total

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 # what a task directory (task.toml) may declare; SWE-bench imports add their own
-TASK_DIR_BUILD_SYSTEMS = ("python", "make", "cmake")
+TASK_DIR_BUILD_SYSTEMS = ("python", "make", "cmake", "npm")
 BUILD_SYSTEMS = (*TASK_DIR_BUILD_SYSTEMS, "swebench")
 # "train"; "test_id": held out in distribution (unseen breakages of train projects); "test":
 # held out of project (projects never seen in training)

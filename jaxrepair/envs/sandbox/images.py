@@ -6,7 +6,7 @@ the distribution mirror (the same source apt uses), we add a non-root ``sandbox`
 mount points, and ``docker import`` turns the tarball into an image. Stdlib only, so
 ``.ci/docker_up.sh`` can run it with the system python before any virtualenv exists::
 
-    python3 jaxrepair/envs/sandbox/images.py [python|make|cmake ...]
+    python3 jaxrepair/envs/sandbox/images.py [python|make|cmake|npm ...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SUITE = "bookworm"  # Debian 12: python3 is 3.11, gcc is 12
+SUITE = "bookworm"  # Debian 12: python3 is 3.11, gcc is 12, nodejs is 18
 # build system -> (tag, packages debootstrap adds to minbase). The tags name what is inside;
 # the corpus's task.toml files refer to them in [sandbox] image. The image id (content hash)
 # goes into every result's fingerprint, so two builds of a tag are never mixed silently.
@@ -30,6 +30,9 @@ IMAGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "jaxrepair/cmake:gcc12",
         ("python3", "make", "gcc", "g++", "cmake", "libc6-dev"),
     ),
+    # node only: an npm task's test runner is in its repository's node_modules (corpus.npm),
+    # so the image needs no npm client (and a build that tries to download fails anyway)
+    "npm": ("jaxrepair/node:18", ("python3", "nodejs")),
 }
 SANDBOX_UID = 1000
 _PYTEST = '#!/bin/sh\nexec python3 -m pytest "$@"\n'
