@@ -20,7 +20,7 @@ logic, type) are made only in functions whose names the tests mention.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .python_breakages import Breakage, interleave
@@ -178,11 +178,13 @@ def functions(text: str) -> list[Function]:
     return out
 
 
-class _File:
-    """A source file with its mask, making edits of it."""
+class MaskedFile:
+    """A source file with its mask (comments and literals blanked: `mask` for C, another
+    language's own masker for it), making edits of it."""
 
-    def __init__(self, rel: str, text: str) -> None:
-        self.rel, self.text, self.m = rel, text, mask(text)
+    def __init__(self, rel: str, text: str, masker: Callable[[str], str] | None = None) -> None:
+        self.rel, self.text = rel, text
+        self.m = (masker or mask)(text)
 
     def edit(
         self, cat: str, kind: str, start: int, end: int, repl: str, fn: str = ""
@@ -195,7 +197,7 @@ class _File:
         return Breakage(cat, kind, self.rel, line, self.text, new, fn)
 
 
-def _includes(f: _File) -> Iterator[Breakage | None]:
+def _includes(f: MaskedFile) -> Iterator[Breakage | None]:
     for mt in re.finditer(r'(?m)^[ \t]*#[ \t]*include[ \t]*([<"])([\w./-]+)[>"][^\n]*\n', f.text):
         yield f.edit("import", "remove-include", mt.start(), mt.end(), "")
         name = mt.group(2)
@@ -205,7 +207,7 @@ def _includes(f: _File) -> Iterator[Breakage | None]:
             yield f.edit("import", "misspell-header", s, s + 1, "")
 
 
-def _split_params(f: _File, fn: Function) -> list[tuple[int, int]]:
+def _split_params(f: MaskedFile, fn: Function) -> list[tuple[int, int]]:
     """(start, end) of each parameter, stripped; [] for ``()`` and ``(void)``."""
     a, b = fn.params
     inner = f.m[a:b]
@@ -224,7 +226,7 @@ def _split_params(f: _File, fn: Function) -> list[tuple[int, int]]:
     return spans
 
 
-def _signatures(f: _File, fn: Function) -> Iterator[Breakage | None]:
+def _signatures(f: MaskedFile, fn: Function) -> Iterator[Breakage | None]:
     ps = _split_params(f, fn)
     a, b = fn.params
     if not ps and f.m[a:b].strip() == "void":
@@ -243,7 +245,7 @@ def _signatures(f: _File, fn: Function) -> Iterator[Breakage | None]:
             yield f.edit("signature", "swap-parameters", s1, e2, new, fn.name)
 
 
-def _logic(f: _File, fn: Function) -> Iterator[Breakage | None]:
+def _logic(f: MaskedFile, fn: Function) -> Iterator[Breakage | None]:
     a, b = fn.body
     body = f.m[a:b]
     for mt in re.finditer(r"(?<=\s)(<=|>=|==|!=|<|>)(?=\s)", body):
@@ -272,7 +274,7 @@ def _logic(f: _File, fn: Function) -> Iterator[Breakage | None]:
         yield f.edit("logic", "off-by-one", s, s + 1, str(int(mt.group(1)) + 1), fn.name)
 
 
-def _types(f: _File, fn: Function) -> Iterator[Breakage | None]:
+def _types(f: MaskedFile, fn: Function) -> Iterator[Breakage | None]:
     hs, he = fn.head
     head = f.m[hs:he]
     if "*" in head:  # a pointer return value becomes a value
@@ -302,7 +304,7 @@ def _types(f: _File, fn: Function) -> Iterator[Breakage | None]:
         )
 
 
-def _syntax(f: _File, fn: Function) -> Iterator[Breakage | None]:
+def _syntax(f: MaskedFile, fn: Function) -> Iterator[Breakage | None]:
     a, b = fn.body
     for mt in re.finditer(r"(?m)^([ \t]*)(\S[^\n]*);[ \t\r]*$", f.m[a:b]):
         if re.match(r"for\b", mt.group(2)):
@@ -314,7 +316,7 @@ def _syntax(f: _File, fn: Function) -> Iterator[Breakage | None]:
         yield f.edit("syntax", "missing-brace", s, s + len(mt.group(0)), "", fn.name)
 
 
-def _make_file(f: _File) -> Iterator[Breakage | None]:
+def _make_file(f: MaskedFile) -> Iterator[Breakage | None]:
     """Makefile (or Makefile.in): an object dropped from a variable, a flag misspelt."""
     for mt in re.finditer(r"(?m)^([A-Za-z_][\w]*)[ \t]*[:+]?=((?:[^\n]*\\\n)*[^\n]*)$", f.text):
         var, s = mt.group(1), mt.start(2)
@@ -329,7 +331,7 @@ def _make_file(f: _File) -> Iterator[Breakage | None]:
                 yield f.edit("config", "misspell-flag", e - 1, e, "", var)
 
 
-def _cmake_file(f: _File) -> Iterator[Breakage | None]:
+def _cmake_file(f: MaskedFile) -> Iterator[Breakage | None]:
     """CMakeLists.txt: a source dropped from a target or list, a flag or variable misspelt."""
     m = _cmake_mask(f.text)
     for mt in re.finditer(r"(?i)\b(add_library|add_executable|set)\s*\(", m):
@@ -353,7 +355,7 @@ def _cmake_mask(text: str) -> str:
     return re.sub(r"(?m)#[^\n]*", lambda mt: " " * len(mt.group(0)), text)
 
 
-def _source_breakages(f: _File, called: set[str]) -> list[Breakage | None]:
+def _source_breakages(f: MaskedFile, called: set[str]) -> list[Breakage | None]:
     out: list[Breakage | None] = []
     if not f.rel.endswith((".h", ".hpp")):
         out += _includes(f)
@@ -372,7 +374,7 @@ def breakages(files: dict[str, str], test_text: str, seed: int = 0) -> dict[str,
     called = set(re.findall(r"[A-Za-z_]\w*", test_text))
     found: list[Breakage] = []
     for rel in sorted(files):
-        f = _File(rel, files[rel])
+        f = MaskedFile(rel, files[rel])
         name = rel.rsplit("/", 1)[-1]
         if name == _CMAKE:
             cands = list(_cmake_file(f))

@@ -29,7 +29,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .c_breakages import _match
+from .c_breakages import MaskedFile, _match
 from .python_breakages import Breakage, interleave
 
 __all__ = ["JS_SUFFIXES", "JsFunction", "breakages", "functions", "mask", "node_parses"]
@@ -208,22 +208,6 @@ def _back(m: str, close: int) -> int:
     return -1
 
 
-class _File:
-    """A source file with its mask, making edits of it."""
-
-    def __init__(self, rel: str, text: str) -> None:
-        self.rel, self.text, self.m = rel, text, mask(text)
-
-    def edit(
-        self, cat: str, kind: str, start: int, end: int, repl: str, fn: str = ""
-    ) -> Breakage | None:
-        new = self.text[:start] + repl + self.text[end:]
-        if new == self.text:
-            return None
-        line = self.text.count("\n", 0, start) + 1
-        return Breakage(cat, kind, self.rel, line, self.text, new, fn)
-
-
 _REQUIRE_LINE = re.compile(
     r"(?m)^[ \t]*(?:(?:var|let|const)[ \t]+)?(?:[\w$.]+[ \t]*=[ \t]*)?require\([ \t]*(['\"])([^'\"\n]+)\1"
     r"[ \t]*\)[^\n;]*;?[ \t]*\n"
@@ -231,7 +215,7 @@ _REQUIRE_LINE = re.compile(
 _IMPORT_LINE = re.compile(r"(?m)^[ \t]*import\b[^\n;]*?(['\"])([^'\"\n]+)\1[ \t]*;?[ \t]*\n")
 
 
-def _imports(f: _File) -> Iterator[Breakage | None]:
+def _imports(f: MaskedFile) -> Iterator[Breakage | None]:
     for rx in (_REQUIRE_LINE, _IMPORT_LINE):
         for mt in rx.finditer(f.text):
             if not re.search(r"\b(?:require|import)\b", f.m[mt.start() : mt.end()]):
@@ -254,7 +238,7 @@ def _ext(name: str) -> str:
 _PARAM = re.compile(r"[A-Za-z_$][\w$]*")
 
 
-def _split_params(f: _File, fn: JsFunction) -> list[tuple[int, int]]:
+def _split_params(f: MaskedFile, fn: JsFunction) -> list[tuple[int, int]]:
     """(start, end) of each plain parameter; [] when any is destructured, defaulted or rest."""
     a, b = fn.params
     inner = f.m[a:b]
@@ -275,7 +259,7 @@ def _split_params(f: _File, fn: JsFunction) -> list[tuple[int, int]]:
     return spans
 
 
-def _signatures(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
+def _signatures(f: MaskedFile, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
     ps = _split_params(f, fn)
     a, b = fn.params
     if not ps and f.m[a:b].strip():
@@ -292,7 +276,7 @@ def _signatures(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None
         yield f.edit("signature", "swap-parameters", s1, e2, p2 + f.text[e1:s2] + p1, name)
 
 
-def _logic(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
+def _logic(f: MaskedFile, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
     a, b = fn.body
     body = f.m[a:b]
     for mt in re.finditer(r"(?<=\s)(===|!==|==|!=|<=|>=|<|>)(?=\s)", body):
@@ -316,7 +300,7 @@ def _logic(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
         yield f.edit("logic", "off-by-one", s, s + 1, str(int(mt.group(1)) + 1), name)
 
 
-def _types(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
+def _types(f: MaskedFile, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
     a, b = fn.body
     body = f.m[a:b]
     for mt in re.finditer(r"\.([A-Za-z]+)(?=\s*\()", body):
@@ -336,7 +320,7 @@ def _types(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
         yield f.edit("type", "return-array", s, e, f"[{value}]", name)
 
 
-def _syntax(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
+def _syntax(f: MaskedFile, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
     a, b = fn.body
     for mt in re.finditer(r"(?m)^[ \t]+\}[ \t]*\n", f.m[a + 1 : b]):  # an inner block's "}"
         s = a + 1 + mt.start()
@@ -348,7 +332,7 @@ def _syntax(f: _File, fn: JsFunction, name: str) -> Iterator[Breakage | None]:
             yield f.edit("syntax", "unclosed-call", c, c + 1, "", name)
 
 
-def _package_json(f: _File) -> Iterator[Breakage | None]:
+def _package_json(f: MaskedFile) -> Iterator[Breakage | None]:
     """package.json: ``main`` misspelt or dropped, ``type`` set to module, an ``exports``
     target misspelt (edits of the text: its formatting is kept)."""
     try:
@@ -384,7 +368,7 @@ def _package_json(f: _File) -> Iterator[Breakage | None]:
             yield f.edit("config", "misspell-exports", s - 1, s, "")
 
 
-def _source_breakages(f: _File, called: set[str]) -> list[Breakage | None]:
+def _source_breakages(f: MaskedFile, called: set[str]) -> list[Breakage | None]:
     out: list[Breakage | None] = list(_imports(f))
     for fn in functions(f.text):
         name = next((n for n in fn.names if n), "")
@@ -448,7 +432,7 @@ def breakages(files: dict[str, str], test_text: str, seed: int = 0) -> dict[str,
     called = set(re.findall(r"[A-Za-z_$][\w$]*", test_text))
     found: list[Breakage] = []
     for rel in sorted(files):
-        f = _File(rel, files[rel])
+        f = MaskedFile(rel, files[rel], mask)
         if rel.rsplit("/", 1)[-1] == _PACKAGE_JSON:
             cands = list(_package_json(f))
         elif rel.endswith(JS_SUFFIXES):
