@@ -20,7 +20,7 @@ logic, type) are made only in functions whose names the tests mention.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .python_breakages import Breakage, interleave
@@ -367,6 +367,17 @@ def _source_breakages(f: MaskedFile, called: set[str]) -> list[Breakage | None]:
     return out
 
 
+def distinct(cands: Iterable[Breakage | None]) -> list[Breakage]:
+    """A file's candidates that exist, each differing from every earlier one."""
+    seen: set[str] = set()
+    out: list[Breakage] = []
+    for b in cands:
+        if b is not None and b.broken not in seen:
+            seen.add(b.broken)
+            out.append(b)
+    return out
+
+
 def breakages(files: dict[str, str], test_text: str, seed: int = 0) -> dict[str, list[Breakage]]:
     """Every candidate breakage of the given C/C++ sources and build files, by category, in
     python_breakages.interleave's seeded order. ``test_text`` (the project's tests) limits
@@ -384,9 +395,5 @@ def breakages(files: dict[str, str], test_text: str, seed: int = 0) -> dict[str,
             cands = _source_breakages(f, called)
         else:
             continue
-        seen: set[str] = set()
-        for b in cands:
-            if b is not None and b.broken not in seen:
-                seen.add(b.broken)
-                found.append(b)
+        found += distinct(cands)
     return interleave(found, seed)

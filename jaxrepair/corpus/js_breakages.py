@@ -29,7 +29,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .c_breakages import MaskedFile, _match
+from .c_breakages import MaskedFile, _match, distinct
 from .python_breakages import Breakage, interleave
 
 __all__ = ["JS_SUFFIXES", "JsFunction", "breakages", "functions", "mask", "node_parses"]
@@ -439,11 +439,7 @@ def breakages(files: dict[str, str], test_text: str, seed: int = 0) -> dict[str,
             cands = _source_breakages(f, called)
         else:
             continue
-        seen: set[str] = set()
-        for b in cands:
-            if b is not None and b.broken not in seen:
-                seen.add(b.broken)
-                found.append(b)
+        found += distinct(cands)
     code = [b for b in found if b.path.endswith(JS_SUFFIXES)]
     ok = dict(zip(map(id, code), node_parses([(b.path, b.broken) for b in code]), strict=True))
     kept = [b for b in found if b.category == "config" or (b.category == "syntax") != ok[id(b)]]
