@@ -14,8 +14,10 @@ tests resolve ``require('tape')`` the way node always does. The build installs n
 the sandbox has no network, so a build that tries to download fails. ``node_modules/**`` is
 protected: a fix may not edit the test runner.
 
-Test counts: ``tap_build`` wraps a TAP runner so the build prints ``TESTS RAN: N`` (tape's
-``# tests N``, its assertion count) for the reward's test-count guard.
+Test counts: ``tap_build`` wraps any runner that writes TAP so the build prints ``TESTS RAN:
+N`` from TAP's ``# tests N`` for the reward's test-count guard: tape (its assertion count),
+mocha with ``-R tap`` (the tests run), ``node --test --test-reporter=tap`` (tests and
+subtests). One mechanism for every runner: each states its count in the same summary line.
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def install_node_modules(repo: Path, specs: Iterable[SourceSpec], link: bool = T
 
 
 def tap_build(runner: str) -> str:
-    """A build command running a TAP test runner (tape, ``node --test
+    """A build command running a TAP test runner (tape, ``mocha -R tap``, ``node --test
     --test-reporter=tap``): its output, then ``TESTS RAN: N`` from the TAP summary's
     ``# tests N``; exits with the runner's status."""
     return (

@@ -59,15 +59,21 @@ def _debian(name: str, version: str, dsc_sha256: str) -> SourceSpec:
     return SourceSpec("debian", name, version, f"sha256:{dsc_sha256}", dsc_name(name, version))
 
 
-def cmake_build(*configure: str) -> tuple[str, ...]:
+def cmake_build(
+    *configure: str, source: str = ".", select: str = "", targets: str = ""
+) -> tuple[str, ...]:
     """Configure, build, run ctest (``--no-tests=error``: a tree whose tests were configured
     away fails), then print ``TESTS RAN: N`` (the registered tests, after they all passed)
-    so the reward's test-count guard sees a test dropped from the CMake files."""
+    so the reward's test-count guard sees a test dropped from the CMake files. ``source`` is
+    the directory holding the top CMakeLists.txt; ``select`` are ctest's test selection
+    options (``-E <regex>``: a slow test left out), given to both ctest runs; ``targets``
+    the targets built (default all; the selected tests' programs must be among them)."""
+    sel = f" {select}" if select else ""
     return (
-        " ".join(("cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug", *configure)),
-        "cmake --build build -j2",
-        "ctest --test-dir build --output-on-failure --no-tests=error",
-        "ctest --test-dir build -N | sed -n 's/^Total Tests: /TESTS RAN: /p'",
+        " ".join((f"cmake -S {source} -B build -DCMAKE_BUILD_TYPE=Debug", *configure)),
+        f"cmake --build build -j2 --target {targets}" if targets else "cmake --build build -j2",
+        f"ctest --test-dir build --output-on-failure --no-tests=error{sel}",
+        f"ctest --test-dir build -N{sel} | sed -n 's/^Total Tests: /TESTS RAN: /p'",
     )
 
 
@@ -403,6 +409,253 @@ PROJECTS: dict[str, Project] = {
                 ),
             ),
         ),
+        Project(
+            _pypi(
+                "h11",
+                "0.14.0",
+                "8f19fbbe99e72420ff35c00b27a34cb9937e902a8b810e2c88300c6f0a3b699d",
+                "h11-0.14.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} h11/tests",),
+            sources=("h11/*.py",),
+            protected=("h11/tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "uritemplate",
+                "4.1.1",
+                "4346edfc5c3b79f694bccd6d6099a322bbeb628dbf2cd86eea55a456ce5124f0",
+                "uritemplate-4.1.1.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("uritemplate/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(  # its requirements.txt is a range ('contextlib2>=0.5.5'): pinned exactly here
+            _pypi(
+                "schema",
+                "0.7.7",
+                "7da553abd2958a19dc2547c388cde53398b39196175a9be59ea1caf5ab0a1807",
+                "schema-0.7.7.tar.gz",
+            ),
+            build=(f"{_PYTEST} test_schema.py",),
+            sources=("schema.py",),
+            protected=("test_schema.py", *_CONFIG),
+            dependencies=(
+                _pypi(
+                    "contextlib2",
+                    "21.6.0",
+                    "ab1e2bfe1d01d968e1b7e8d9023bc51ef3509bba217bb730cee3827e1ee82869",
+                    "contextlib2-21.6.0.tar.gz",
+                ),
+            ),
+        ),
+        Project(
+            _pypi(
+                "voluptuous",
+                "0.15.2",
+                "6ffcab32c4d3230b4d2af3a577c87e1908a714a11f6f95570456b1849b0279aa",
+                "voluptuous-0.15.2.tar.gz",
+            ),
+            build=(f"{_PYTEST} voluptuous/tests",),
+            sources=("voluptuous/*.py",),
+            protected=("voluptuous/tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "pathspec",
+                "0.12.1",
+                "a482d51503a1ab33b1c67a6c3813a26953dbdc71c31dacaef9a838c4e29f5712",
+                "pathspec-0.12.1.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("pathspec/*.py", "pathspec/patterns/*.py"),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "semantic_version",
+                "2.10.0",
+                "bdabb6d336998cbb378d4b9db3a4b56a1e3235701dc05ea2690d9a997ed5041c",
+                "semantic_version-2.10.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("semantic_version/base.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "text-unidecode",
+                "1.3",
+                "bad6603bb14d279193107714b288be206cac565dfa49aa5b105294dd5c4aab93",
+                "text-unidecode-1.3.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} test_unidecode.py",),
+            sources=("src/text_unidecode/*.py",),
+            protected=("test_unidecode.py", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "hyperframe",
+                "6.0.1",
+                "ae510046231dc8e9ecb1a6586f63d2347bf4c8905914aa84ba585ae85f28a914",
+                "hyperframe-6.0.1.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} test",),
+            sources=("src/hyperframe/*.py",),
+            protected=("test/**", *_CONFIG),
+            split="test",  # held out
+        ),
+        Project(
+            _pypi(
+                "configobj",
+                "5.0.9",
+                "03c881bbf23aa07bccf1b837005975993c4ab4427ba57f959afdd9d1a2386848",
+                "configobj-5.0.9.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} src/tests",),
+            sources=("src/configobj/*.py", "src/validate/*.py"),
+            protected=("src/tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "validators",
+                "0.28.3",
+                "c6c79840bcde9ba77b19f6218f7738188115e27830cbaff43264bc4ed24c429d",
+                "validators-0.28.3.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} tests",),
+            sources=("src/validators/*.py", "src/validators/i18n/*.py"),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "simpleeval",
+                "1.0.0",
+                "f3d259deeb751d34c63e56747bab384efad63a2dbdb4f130281c42279788ac3c",
+                "simpleeval-1.0.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} test_simpleeval.py",),
+            sources=("simpleeval.py",),
+            protected=("test_simpleeval.py", *_CONFIG),
+            split="test",  # held out
+        ),
+        Project(
+            _pypi(
+                "addict",
+                "2.4.0",
+                "b3b2210e0e067a281f5646c8c5db92e99b7231ea8b0eb5f74dbdf9e259d4e494",
+                "addict-2.4.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} test_addict.py",),
+            sources=("addict/*.py",),
+            protected=("test_addict.py", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "tabulate",
+                "0.9.0",
+                "0095b12bf5966de529c0feb1fa08671671b3368eec77d7ef7ab114be2c068b3c",
+                "tabulate-0.9.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} test",),
+            sources=("tabulate/*.py",),
+            protected=("test/**", *_CONFIG),
+        ),
+        Project(  # two tests read the toml-test suite, which the sdist does not ship
+            _pypi(
+                "toml",
+                "0.10.2",
+                "b3bda1d108d5dd99f4a20d24d9c348e91c4db7ab1b749200bded2f839ccbe68f",
+                "toml-0.10.2.tar.gz",
+            ),
+            build=(
+                f"{_PYTEST} tests --deselect tests/test_api.py::test_valid_tests"
+                " --deselect tests/test_api.py::test_invalid_tests",
+            ),
+            sources=("toml/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "webcolors",
+                "24.8.0",
+                "08b07af286a01bcd30d583a7acadf629583d1f79bfef27dd2c2c5c263817277d",
+                "webcolors-24.8.0.tar.gz",
+            ),
+            build=(f"PYTHONPATH=src:$PYTHONPATH {_PYTEST} tests",),
+            sources=("src/webcolors/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "u-msgpack-python",
+                "2.8.0",
+                "b801a83d6ed75e6df41e44518b4f2a9c221dc2da4bcd5380e3a0feda520bc61a",
+                "u-msgpack-python-2.8.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} test_umsgpack.py",),
+            sources=("umsgpack/*.py",),
+            protected=("test_umsgpack.py", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "dictdiffer",
+                "0.9.0",
+                "17bacf5fbfe613ccf1b6d512bd766e6b21fb798822a133aa86098b8ac9997578",
+                "dictdiffer-0.9.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("dictdiffer/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "schedule",
+                "1.2.2",
+                "15fe9c75fe5fd9b9627f3f19cc0ef1420508f9f9a46f45cd0769ef75ede5f0b7",
+                "schedule-1.2.2.tar.gz",
+            ),
+            build=(f"{_PYTEST} test_schedule.py",),
+            sources=("schedule/*.py",),
+            protected=("test_schedule.py", *_CONFIG),
+        ),
+        Project(  # two tests fail on Python 3.11 (the int string limit, a stdlib round trip)
+            _pypi(
+                "astor",
+                "0.8.1",
+                "6a6effda93f4e1ce9f618779b2dd1d9d84f1e32812c23a29b3fff6fd7f63fa5e",
+                "astor-0.8.1.tar.gz",
+            ),
+            build=(
+                f"{_PYTEST} tests --deselect tests/test_code_gen.py::CodegenTestCase::test_huge_int"
+                " --deselect tests/test_rtrip.py::RtripTestCase::test_convert_stdlib",
+            ),
+            sources=("astor/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(
+            _pypi(
+                "unidecode",
+                "1.3.8",
+                "cfdb349d46ed3873ece4586b96aa75258726e2fa8ec21d6f00a591d98806c2f4",
+                "Unidecode-1.3.8.tar.gz",
+            ),
+            build=(f"{_PYTEST} tests",),
+            sources=("unidecode/__init__.py", "unidecode/util.py"),  # not the x*.py tables
+            protected=("tests/**", *_CONFIG),
+        ),
+        Project(  # its conftest.py uses a hook argument pytest 9 removed: --noconftest
+            _pypi(
+                "boltons",
+                "24.0.0",
+                "7153feccaea1ff2e1472f68d4b57fadb796a2ee49d29f638f1c9cd8fb5ebd916",
+                "boltons-24.0.0.tar.gz",
+            ),
+            build=(f"{_PYTEST} --noconftest tests",),
+            sources=("boltons/*.py",),
+            protected=("tests/**", *_CONFIG),
+        ),
         # -- C and C++ (Debian source packages). The test commands are in the build list, not
         # only in the Makefile, because the Makefile is a source the config breakages edit:
         # a fix must not be able to turn the tests off.
@@ -484,6 +737,64 @@ PROJECTS: dict[str, Project] = {
             timeout_s=120,
             build_system="cmake",
         ),
+        Project(  # cmark: API tests, the CommonMark spec, smart punctuation, regressions
+            _debian(
+                "cmark",
+                "0.30.2-6",
+                "ba2b32318538b710166cfa2b256b0c8dc9eab6b2d68de3027cff53ce2639cb99",
+            ),
+            # not the pathological-input tests: 10 s of timing a quadratic blow-up
+            build=cmake_build(select="-E pathological"),
+            test_step=2,
+            sources=("src/*.c", "src/CMakeLists.txt"),
+            protected=("test/**", "api_test/**"),
+            timeout_s=180,
+            build_system="cmake",
+        ),
+        Project(  # lz4: upstream's frame and block fuzz testers, fixed seeds and iterations
+            _debian(
+                "lz4",
+                "1.9.4-1",
+                "e16302bca544d08d106efc216541f4a0403c8f8a5fad5eaac7588223a55af263",
+            ),
+            build=(
+                "CFLAGS=-O0 make -j2 -C tests frametest fuzzer",
+                "./tests/frametest -s1 -i60",
+                "./tests/fuzzer -s1 -i15",
+            ),
+            test_step=1,
+            sources=("lib/lz4.c", "lib/lz4hc.c", "lib/lz4frame.c", "tests/Makefile"),
+            protected=("tests/*.c", "tests/*.h"),
+            timeout_s=120,
+            build_system="make",
+        ),
+        Project(  # expat: runtests, its 345 checks of the parser, through ctest
+            _debian(
+                "expat",
+                "2.5.0-1+deb12u2",
+                "6fc87dbd01f49999ed368cfb37c08d35e41348dda2281d60642f3aa14cb77e32",
+            ),
+            build=cmake_build(
+                "-DEXPAT_BUILD_DOCS=OFF",
+                "-DEXPAT_BUILD_EXAMPLES=OFF",
+                "-DEXPAT_BUILD_TOOLS=OFF",
+                source="expat",
+                # not runtestspp: the same checks again, the library rebuilt as C++
+                select="-R ^runtests$",
+                targets="runtests",
+            ),
+            test_step=2,
+            sources=(
+                "expat/lib/xmlparse.c",
+                "expat/lib/xmlrole.c",
+                "expat/lib/xmltok.c",
+                "expat/CMakeLists.txt",
+            ),
+            protected=("expat/tests/**",),
+            timeout_s=180,
+            build_system="cmake",
+            split="test",  # held out: a C project never seen in training
+        ),
     )
 }
 
@@ -492,10 +803,14 @@ PROJECTS: dict[str, Project] = {
 # from a pinned lock (npm_locks), installed as a flat node_modules from the tarballs (npm.py).
 from .npm import lock_specs, tap_build  # noqa: E402 - the npm block extends the list above
 from .npm_locks import (  # noqa: E402
+    DEEP_DIFF_TESTS,
     JSON_STABLE_STRINGIFY_TESTS,
+    MOCHA_10_8_2,
+    NUMERAL_TESTS,
     QS_TESTS,
     TAPE_5_9_0,
     TRAVERSE_TESTS,
+    URL_TESTS,
 )
 
 
@@ -516,6 +831,13 @@ def _npm(name: str, version: str, sha512: str) -> SourceSpec:
 
 # tape over every test file; the build prints TESTS RAN: <assertions> (npm.tap_build)
 _TAPE = tap_build("node_modules/.bin/tape 'test/**/*.js'")
+
+
+def _mocha(tests: str) -> str:
+    """mocha over ``tests`` with its TAP reporter; the build prints TESTS RAN: <tests run>."""
+    return tap_build(f"node_modules/.bin/mocha -R tap {tests}")
+
+
 _NPM_PROTECTED = ("test/**", "node_modules/**")
 
 PROJECTS.update(
@@ -600,6 +922,74 @@ PROJECTS.update(
                 sources=("index.js", "package.json"),
                 protected=_NPM_PROTECTED,
                 node_modules=lock_specs(TAPE_5_9_0),
+                timeout_s=60,
+            ),
+            # mocha (BDD suites), its TAP reporter counting the tests run
+            NpmProject(  # numeral: chai expectations over formats and locales
+                _npm(
+                    "numeral",
+                    "2.0.6",
+                    "a9a2919ad60f679a9dc388d6243e9bc447f514912a96526bc3108b226d2c414f"
+                    "c0eefdbf7338a0cce6fe0b6b92885b1af65054cde1fb335a0af90f8e2f12f790",
+                ),
+                build=(_mocha("'tests/**/*.js'"),),
+                # not src/: a copy of the modules the release's numeral.js is built from
+                sources=("numeral.js", "locales.js", "package.json"),
+                protected=("tests/**", "node_modules/**"),
+                node_modules=lock_specs(MOCHA_10_8_2, NUMERAL_TESTS),
+                timeout_s=60,
+            ),
+            NpmProject(  # deep-diff: expect.js assertions
+                _npm(
+                    "deep-diff",
+                    "1.0.2",
+                    "6964b7508547f8d3c6083d64922f83094f43b9ad37da24ac3b8dcba90a5cb384"
+                    "77f9d56feed5f4a811a38951c91e3a65b2850cd9744efca07dda096a73af1ac2",
+                ),
+                build=(_mocha("'test/**/*.js'"),),
+                sources=("index.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(MOCHA_10_8_2, DEEP_DIFF_TESTS),
+                timeout_s=60,
+            ),
+            NpmProject(  # url: node's url module for browsers; runtime deps punycode and qs
+                _npm(
+                    "url",
+                    "0.11.3",
+                    "ea1c4e2c67d901240afdc8a39599d9253abc397024b7fdd819f417e39bef3185"
+                    "e9668a3c35d599718ef72b5d3c25fef9f654b506fffcc179c70d34b3d7b75247",
+                ),
+                build=(_mocha("'test/*.js'"),),
+                sources=("url.js", "package.json"),
+                protected=_NPM_PROTECTED,
+                node_modules=lock_specs(MOCHA_10_8_2, URL_TESTS),
+                timeout_s=60,
+            ),
+            NpmProject(  # process: the browser shim (nextTick, vm), tested against node's
+                _npm(
+                    "process",
+                    "0.11.10",
+                    "71d19e7ff76b585a32743d49b0ccee15ff35d349d997e193fb269c7366c471e7"
+                    "797fd463938cfe5ad1544c1bbd3e13a2f63fe37e604fbb498c118e3021d005f0",
+                ),
+                build=(_mocha("test.js"),),
+                sources=("browser.js", "package.json"),
+                protected=("test.js", "node_modules/**"),
+                node_modules=lock_specs(MOCHA_10_8_2),
+                timeout_s=60,
+                split="test",  # held out: an npm project and runner setup never trained on
+            ),
+            # node's own test runner (node:test): nothing to install, the TAP reporter counts
+            NpmProject(  # process-warning: warnings created, emitted once, reset, silenced
+                _npm(
+                    "process-warning",
+                    "5.0.0",
+                    "6b7f6df40a47371d8be3e1c19d02aac711cdb35afb285f889ed77c43f8356d48"
+                    "7aab4588a7dbe83d727fc748fe64be39285d6925df7eab68cb21131fbc4b2190",
+                ),
+                build=(tap_build("node --test --test-reporter=tap test/"),),
+                sources=("index.js", "package.json"),
+                protected=("test/**",),  # no node_modules: it requires nothing
                 timeout_s=60,
             ),
         )

@@ -14,7 +14,8 @@ from jaxrepair.corpus.build import build_project
 from jaxrepair.corpus.manifest import write_manifest
 from jaxrepair.corpus.projects import Project, cmake_build
 from jaxrepair.corpus.sources import pin
-from jaxrepair.envs.reward import validate
+from jaxrepair.envs.reward import count_tests, validate
+from jaxrepair.envs.sandbox import copy_repo, remove_tree
 from jaxrepair.envs.task import load_tasks
 
 from .conftest import fake_debian
@@ -133,3 +134,35 @@ def test_cmake_tasks_fail_broken_and_pass_fixed(tmp_path, local_sandbox):
         "+++ b/CMakeLists.txt\n@@ -7 +6,0 @@\n-add_test(NAME check_tiny COMMAND check_tiny)\n"
     )
     assert validate(task, no_tests, local_sandbox).outcome == "fail"
+
+
+def test_cmake_build_in_a_subdirectory_with_a_test_left_out(tmp_path, local_sandbox):
+    """``source``: the top CMakeLists.txt is in a subdirectory (expat's layout); ``select``:
+    ctest's selection applies to the run and to the count, so a test left out (here one that
+    would fail) neither runs nor counts; ``targets``: only its program is built."""
+    src = tmp_path / "tree"
+    files = {
+        "sub/tiny.h": HEADER,
+        "sub/tiny.c": SOURCE,
+        "sub/tests/check.c": CHECK,
+        "sub/CMakeLists.txt": CMAKELISTS + "add_test(NAME slow_tiny COMMAND false)\n",
+    }
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    for select, want_ok, want_count in (("-E slow", True, 1), ("", False, None)):
+        ws = copy_repo(src)
+        try:
+            codes, counts = [], []
+            targets = "check_tiny" if select else ""  # only the selected test's program
+            for cmd in cmake_build(source="sub", select=select, targets=targets):
+                res = local_sandbox.run(ws, cmd, 120)
+                codes.append(res.exit_code)
+                counts.append(count_tests(res.output))
+                if res.exit_code:
+                    break
+            assert all(c == 0 for c in codes) is want_ok, (select, codes)
+            if want_ok:
+                assert counts[-1] == want_count, counts
+        finally:
+            remove_tree(ws)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jaxrepair.corpus.build import build_project
-from jaxrepair.corpus.manifest import load_manifest, read_manifest, write_manifest
+from jaxrepair.corpus.manifest import Record, load_manifest, read_manifest, write_manifest
 from jaxrepair.corpus.npm import (
     NpmError,
     install_node_modules,
@@ -25,9 +25,11 @@ from jaxrepair.corpus.npm import (
     npm_spec,
     tap_build,
 )
+from jaxrepair.corpus.npm_locks import MOCHA_10_8_2
 from jaxrepair.corpus.projects import NpmProject
 from jaxrepair.corpus.sources import pin
 from jaxrepair.envs.corpus_validate import validate_corpus
+from jaxrepair.envs.reward import count_tests
 from jaxrepair.envs.sandbox import copy_repo, remove_tree
 
 from .conftest import fake_npm, make_tarball
@@ -192,18 +194,102 @@ def test_an_npm_project_builds_into_tasks_that_validate(registry, local_sandbox,
 
 @pytest.mark.slow
 @needs_node
-def test_a_shipped_npm_task_fails_broken_and_passes_fixed(local_sandbox, tmp_path):
-    """The first task of the shipped npm manifest, materialised from the registry's tarballs
-    (network on a cold cache: the project and its node_modules lock) and validated."""
+def test_shipped_npm_tasks_fail_broken_and_pass_fixed(local_sandbox, tmp_path):
+    """The first task of each test runner (tape, mocha, node --test) in the shipped npm manifest,
+    materialised from the registry's tarballs (network on a cold cache: the project and its
+    node_modules lock) and validated, with the test count the build recorded."""
     import jaxrepair
 
     shipped = read_manifest(Path(jaxrepair.__file__).parent / "data" / "corpus_npm.jsonl")
-    one = tmp_path / "one.jsonl"
-    write_manifest(one, shipped[:1])
-    tasks = load_manifest(one)
-    assert (tasks[0].repo_dir / "node_modules" / ".bin" / "tape").is_symlink()
+    first: dict[str, Record] = {}
+    for r in shipped:  # sorted by id
+        first.setdefault(r.build[0].split()[0], r)
+    assert set(first) == {"node_modules/.bin/tape", "node_modules/.bin/mocha", "node"}
+    sample = tmp_path / "sample.jsonl"
+    write_manifest(sample, list(first.values()))
+    tasks = load_manifest(sample)
+    for task in tasks:
+        runner = next(k for k, r in first.items() if r.id == task.id)
+        if runner != "node":  # node's own runner needs no node_modules
+            assert (task.repo_dir / runner).is_symlink(), task.id
     report = validate_corpus(
         tasks, local_sandbox, repeats=1, workers=1, progress=False, print_summary=False
     )
     assert report.ok, [t.problems for t in report.tasks]
-    assert report.tasks[0].tests_ran == shipped[0].tests_ran
+    ran = {t.id: t.tests_ran for t in report.tasks}
+    assert ran == {r.id: r.tests_ran for r in first.values()}
+
+
+# node's own runner (node:test): three top-level tests, one with two subtests, in two files
+NODE_TESTS = {
+    "test/a.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
+    "test('adds', () => { assert.strictEqual(1 + 1, 2); });\n"
+    "test('a group', async (t) => {\n"
+    "  await t.test('one', () => assert.ok(true));\n"
+    "  await t.test('two', () => assert.ok(true));\n"
+    "});\n",
+    "test/b.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
+    "test('repeats', () => { assert.strictEqual('x'.repeat(2), 'xx'); });\n",
+}
+# mocha's BDD interface: three tests in two suites
+MOCHA_TESTS = {
+    "test/math.js": "const assert = require('assert');\n"
+    "describe('math', () => {\n"
+    "  it('adds', () => assert.strictEqual(1 + 1, 2));\n"
+    "  it('multiplies', () => assert.strictEqual(2 * 3, 6));\n"
+    "});\n",
+    "test/text.js": "const assert = require('assert');\n"
+    "describe('text', () => { it('repeats', () => assert.strictEqual('x'.repeat(2), 'xx')); });\n",
+}
+
+
+def _run_tap_build(sandbox, tmp_path, files, runner, specs=()):
+    """Run ``tap_build(runner)`` in the sandbox over a tree of ``files`` (with the pinned
+    ``node_modules`` of ``specs``), then again with one assertion broken: (exit code, tests
+    counted) of each run."""
+    src = tmp_path / "tap-project"
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    out = []
+    for broken in (False, True):
+        ws = copy_repo(src)
+        try:
+            if specs:
+                install_node_modules(ws, specs, link=False)
+            if broken:
+                first = ws / sorted(files)[0]
+                first.write_text(first.read_text().replace("1 + 1, 2", "1 + 1, 3"))
+            res = sandbox.run(ws, tap_build(runner), 120)
+            out.append((res.exit_code, count_tests(res.output), res.output))
+        finally:
+            remove_tree(ws)
+    return out
+
+
+@needs_node
+def test_tap_build_counts_node_test_runner_tests(local_sandbox, tmp_path):
+    """node --test with its TAP reporter: every test and subtest is counted; a failing test
+    fails the build and is still counted."""
+    (ok, n_ok, out_ok), (bad, n_bad, out_bad) = _run_tap_build(
+        local_sandbox, tmp_path, NODE_TESTS, "node --test --test-reporter=tap test/"
+    )
+    assert ok == 0 and n_ok == 5, out_ok
+    assert "TESTS RAN: 5" in out_ok
+    assert bad != 0 and n_bad == 5 and "# fail 1" in out_bad, out_bad
+
+
+@pytest.mark.slow
+@needs_node
+def test_tap_build_counts_mocha_tests_with_the_pinned_lock(local_sandbox, tmp_path):
+    """mocha 10.8.2 from the pinned lock (its tarballs fetched by integrity: network on a cold
+    cache), run with its TAP reporter: the tests run are counted; a failure fails the build."""
+    (ok, n_ok, out_ok), (bad, n_bad, out_bad) = _run_tap_build(
+        local_sandbox,
+        tmp_path,
+        MOCHA_TESTS,
+        "node_modules/.bin/mocha -R tap 'test/*.js'",
+        lock_specs(MOCHA_10_8_2),
+    )
+    assert ok == 0 and n_ok == 3 and "TESTS RAN: 3" in out_ok, out_ok
+    assert bad != 0 and n_bad == 3 and "# fail 1" in out_bad, out_bad

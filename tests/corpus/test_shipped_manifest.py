@@ -73,7 +73,12 @@ def test_the_shipped_c_manifest_is_well_formed():
         assert r.split == record_split(p.split, r.break_patch), r.id
         assert _changed(r.fix_patch, "-") == _changed(r.break_patch, "+"), r.id
         assert _changed(r.fix_patch, "+") == _changed(r.break_patch, "-"), r.id
-    assert len(systems.get("make", ())) >= 2 and len(systems.get("cmake", ())) >= 2
+    assert len(systems.get("make", ())) >= 3 and len(systems.get("cmake", ())) >= 3
+    # a held-out C project (split test): all its tasks, no other project's
+    assert {r.split for r in records} == {"train", "test_id", "test"}
+    assert {r.project for r in records if r.split == "test"} == {
+        n for n, p in PROJECTS.items() if p.split == "test" and p.source.registry == "debian"
+    }
     assert set(Counter(r.category for r in records)) == {
         "import",
         "signature",
@@ -92,13 +97,24 @@ def test_the_shipped_npm_manifest_is_well_formed():
         assert r.source == p.source and r.source.registry == "npm", r.id
         assert r.source.hash.startswith("sha512:") and r.build_system == "npm", r.id
         assert r.dependency_sources == p.node_modules and not r.pins, r.id  # the lock
-        assert "node_modules/**" in r.protected and set(r.protected) <= set(p.protected), r.id
+        assert set(r.protected) <= set(p.protected), r.id
+        if r.dependency_sources:  # a node_modules: the runner and what the tests require
+            assert "node_modules/**" in r.protected, r.id
         assert r.split == record_split(p.split, r.break_patch), r.id
-        assert r.tests_ran is not None and r.tests_ran > 0, r.id  # TESTS RAN from tape
+        assert r.tests_ran is not None and r.tests_ran > 0, r.id  # TESTS RAN from the TAP
         assert _changed(r.fix_patch, "-") == _changed(r.break_patch, "+"), r.id
         assert _changed(r.fix_patch, "+") == _changed(r.break_patch, "-"), r.id
-    assert len({r.project for r in records}) >= 5
+    assert len({r.project for r in records}) >= 10
     assert {r.split for r in records} >= {"train", "test"}
+    # the test runners: tape and mocha, each from the record's own lock, and node's own
+    runners = {r.build[0].split()[0] for r in records}
+    assert runners == {"node_modules/.bin/tape", "node_modules/.bin/mocha", "node"}
+    for r in records:
+        runner = r.build[0].split()[0]
+        if runner == "node":
+            assert r.build[0].startswith("node --test --test-reporter=tap "), r.id
+        else:
+            assert runner.rsplit("/", 1)[-1] in {s.name for s in r.dependency_sources}, r.id
     assert set(Counter(r.category for r in records)) == {
         "import",
         "signature",
