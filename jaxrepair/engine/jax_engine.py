@@ -35,7 +35,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxrepair.config import EngineSection
 from jaxrepair.engine.api import Completion, Event, Request
 from jaxrepair.engine.blocks import ROOT, BlockPool, OutOfBlocks
-from jaxrepair.engine.paged_model import RaggedBlocks, compile_programs, init_pool
+from jaxrepair.engine.paged_model import (
+    RaggedBlocks,
+    compile_programs,
+    hoists_context,
+    init_pool,
+)
 from jaxrepair.engine.reshard import reshard_to_engine
 from jaxrepair.model.config import Qwen3Config
 from jaxrepair.model.qwen3 import Params
@@ -189,9 +194,11 @@ class JaxEngine:
         self.max_blocks = math.ceil(self.config.max_seq_len / self.config.block_size)
         self.stats = EngineStats(slots=self.config.slots)
         self._prefill, self._decode, self._copy = compile_programs(cfg, mesh)
+        self._hoists_context = hoists_context(mesh)
         self.pool = self._place_pool(
             init_pool(cfg, self.config.num_blocks, self.config.block_size, self.dtype)
         )
+        self._scratch: dict[int, list[tuple[jax.Array, jax.Array]]] = {}
         self._waiting: collections.deque[_Seq] = collections.deque()
         self._running: dict[int, _Seq] = {}  # slot -> sequence
         self._next_id = 0
@@ -483,7 +490,10 @@ class JaxEngine:
         sampled = [q.request.sampling for q in seqs if not q.request.sampling.greedy]
         greedy = not sampled
         truncate = any(sp.top_k > 0 or sp.top_p < 1 for sp in sampled)
-        self.pool, out_tok, out_lp, n_out, still = self._decode(
+        scratch = self._scratch.pop(lists.blocks.shape[0], None)
+        if scratch is None:
+            scratch = self._new_scratch(lists.blocks.shape[0])
+        self.pool, out_tok, out_lp, n_out, still, scratch = self._decode(
             greedy,
             truncate,
             self.params,
@@ -494,7 +504,11 @@ class JaxEngine:
             *args.arrays()[2:],
             np.int32(steps),
             chunk,
+            scratch,
         )
+        self._scratch[lists.blocks.shape[0]] = scratch
+        while len(self._scratch) > 2:
+            self._scratch.pop(next(iter(self._scratch)))
         out_tok, out_lp, n_out, still = jax.device_get((out_tok, out_lp, n_out, still))
         self.stats.decode_calls += 1
         steps = int(n_out.max())
@@ -535,8 +549,30 @@ class JaxEngine:
             *args.arrays()[2:],
             np.int32(chunk),
             chunk,
+            self._new_scratch(lists.blocks.shape[0]),
         )
         return lowered.compile().as_text()
+
+    def _new_scratch(self, blocks: int) -> list[tuple[jax.Array, jax.Array]]:
+        """Per layer, buffers for `blocks` gathered context blocks (a decode call's `scratch`),
+        placed like the pool (split over KV heads on a tensor mesh); none where decode
+        gathers per step (`paged_model.hoists_context`)."""
+        if not self._hoists_context:
+            return []
+        k, v = self.pool["k"], self.pool["v"]
+        if self.mesh is None:
+            place = k.sharding
+        else:
+            tensor = self.mesh.shape.get("tensor", 1)
+            split = "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
+            place = NamedSharding(self.mesh, PartitionSpec(None, split))
+        return [
+            (
+                jnp.zeros((blocks, *k.shape[2:]), k.dtype, device=place),
+                jnp.zeros((blocks, *v.shape[2:]), v.dtype, device=place),
+            )
+            for _ in range(k.shape[0])
+        ]
 
     def _finish(self, seq: _Seq) -> Completion:
         sp = seq.request.sampling

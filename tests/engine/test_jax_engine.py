@@ -69,6 +69,27 @@ def test_greedy_equals_transformers_on_a_ragged_batch(tiny):
     assert engine.stats.occupancy > 0.5
 
 
+def test_decode_gathering_context_per_step_equals_transformers(tiny, monkeypatch):
+    """The accelerator decode (each row's cached KV gathered per layer and step, no scratch)
+    against the same oracle as the CPU decode, which gathers it once per call."""
+    from jaxrepair.engine import jax_engine, paged_model
+
+    monkeypatch.setattr(paged_model, "hoists_context", lambda mesh: False)
+    monkeypatch.setattr(jax_engine, "hoists_context", lambda mesh: False)
+    paged_model.compile_programs.cache_clear()
+    hf, cfg, params = tiny
+    prompts = _prompts(3)
+    engine = JaxEngine(params, cfg, SMALL)
+    out = engine.generate([Request(p, Sampling(12, temperature=0.0)) for p in prompts])
+    paged_model.compile_programs.cache_clear()  # the next tests compile the CPU decode
+    assert not engine._new_scratch(8)
+    assert [list(c.tokens) for c in out] == [_hf_greedy(hf, p, 12) for p in prompts]
+    for p, c in zip(prompts, out, strict=True):
+        np.testing.assert_allclose(
+            c.logprobs, _forward_logprobs(hf, p, list(c.tokens), 1.0), atol=2e-5
+        )
+
+
 def test_sampling_equals_generate_for_the_same_rng_and_logprobs_equal_a_forward(tiny):
     hf, cfg, params = tiny
     prompts = _prompts(1)

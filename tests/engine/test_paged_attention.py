@@ -1,4 +1,5 @@
-"""The decode attention over ragged block lists against numpy attention over each row's keys."""
+"""The decode attention (ragged block lists + this call's side buffer + the token itself)
+against numpy attention over each row's keys."""
 
 from __future__ import annotations
 
@@ -6,51 +7,62 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrepair.engine.jax_engine import _list_buckets, _ragged_lists
-from jaxrepair.engine.paged_model import ragged_decode_attention
+from jaxrepair.engine.paged_model import decode_attention
 
 
-def _reference(q, k_pool, v_pool, tables, positions, bs):
-    """Softmax attention (float64) of each row's query over its keys at positions <= its own."""
-    b, _, n, h = q.shape
-    kv = k_pool.shape[2]
-    out = np.zeros((b, 1, n, h))
-    for r, table in enumerate(tables):
-        if not table:
-            continue
-        keys = np.concatenate([k_pool[blk] for blk in table])[: positions[r] + 1]
-        vals = np.concatenate([v_pool[blk] for blk in table])[: positions[r] + 1]
-        for head in range(n):
-            g = head // (n // kv)  # GQA: query head -> its kv head
-            s = keys[:, g].astype(np.float64) @ q[r, 0, head] / np.sqrt(h)
-            p = np.exp(s - s.max())
-            out[r, 0, head] = (p / p.sum()) @ vals[:, g]
+def _reference(q, keys, vals):
+    """Softmax attention (float64) of one query [N, H] over keys/values [S, K, H] (GQA)."""
+    n, h = q.shape
+    kv = keys.shape[1]
+    out = np.zeros((n, h))
+    for head in range(n):
+        g = head // (n // kv)  # GQA: query head -> its kv head
+        s = keys[:, g].astype(np.float64) @ q[head] / np.sqrt(h)
+        p = np.exp(s - s.max())
+        out[head] = (p / p.sum()) @ vals[:, g]
     return out
 
 
-def test_ragged_attention_equals_per_row_attention():
+def test_decode_attention_equals_attention_over_each_rows_context():
+    """Each row's context = its cached tokens (listed blocks, positions < start) + the tokens
+    this call decoded (side buffer, first `step`) + its own token."""
     rng = np.random.default_rng(0)
-    bs, kv, n, h, num_blocks = 4, 2, 6, 8, 40
+    bs, kv, n, h, num_blocks, chunk, step = 4, 2, 6, 8, 40, 5, 3
     k_pool = rng.standard_normal((num_blocks, bs, kv, h)).astype(np.float32)
     v_pool = rng.standard_normal((num_blocks, bs, kv, h)).astype(np.float32)
-    # long-tailed rows: one block, several, a long one, and two padding rows with none;
-    # tables hold blocks past the query (reserved for the chunk) that must stay unseen
-    positions = np.asarray([2, 9, 30, 4, 0, 0], np.int32)
+    # long-tailed rows: one block, several, a long one, a row with no cache yet, padding;
+    # tables hold blocks past `start` (reserved for the chunk) that must stay unseen
+    start = np.asarray([3, 9, 30, 4, 0, 0], np.int32)
     sizes = [1, 4, 9, 3, 0, 0]
     ids = iter(rng.permutation(np.arange(1, num_blocks)).tolist())
     tables = [[next(ids) for _ in range(s)] for s in sizes]
-    q = rng.standard_normal((len(sizes), 1, n, h)).astype(np.float32)
-    lists = _ragged_lists(tables, len(sizes), _list_buckets(64, 8), bs)
+    b = len(sizes)
+    q = rng.standard_normal((b, 1, n, h)).astype(np.float32)
+    k_self = rng.standard_normal((b, 1, kv, h)).astype(np.float32)
+    v_self = rng.standard_normal((b, 1, kv, h)).astype(np.float32)
+    side_k = rng.standard_normal((b, chunk, kv, h)).astype(np.float32)  # [B, C, K, H]
+    side_v = rng.standard_normal((b, chunk, kv, h)).astype(np.float32)
+    lists = _ragged_lists(tables, b, _list_buckets(64, 8), bs)
     assert lists.blocks.size > sum(sizes)  # padding entries present and ignored
-    got = ragged_decode_attention(  # the pool's layouts: keys [blocks, K, H, bs], values [blocks, K, bs, H]
+    got = decode_attention(  # the pool's layouts: keys [P, K, H, bs], values [P, K, bs, H]
         jnp.asarray(q),
-        jnp.asarray(k_pool.transpose(0, 2, 3, 1)),
-        jnp.asarray(v_pool.transpose(0, 2, 1, 3)),
+        jnp.asarray(k_self),
+        jnp.asarray(v_self),
+        jnp.asarray(k_pool.transpose(0, 2, 3, 1)[lists.blocks]),
+        jnp.asarray(v_pool.transpose(0, 2, 1, 3)[lists.blocks]),
         lists,
-        jnp.asarray(positions),
+        jnp.asarray(start),
+        jnp.asarray(side_k.transpose(0, 2, 3, 1)),
+        jnp.asarray(side_v.transpose(0, 2, 1, 3)),
+        jnp.int32(step),
     )
-    want = _reference(q, k_pool, v_pool, tables, positions, bs)
-    np.testing.assert_allclose(np.asarray(got), want, atol=2e-6)
-    assert not np.asarray(got)[4:].any()  # rows with no blocks: zeros, not NaN
+    for r, table in enumerate(tables):
+        cached = [k_pool[blk] for blk in table] or [np.zeros((0, kv, h), np.float32)]
+        cached_v = [v_pool[blk] for blk in table] or [np.zeros((0, kv, h), np.float32)]
+        keys = np.concatenate([np.concatenate(cached)[: start[r]], side_k[r, :step], k_self[r]])
+        vals = np.concatenate([np.concatenate(cached_v)[: start[r]], side_v[r, :step], v_self[r]])
+        want = _reference(q[r, 0], keys, vals)
+        np.testing.assert_allclose(np.asarray(got)[r, 0], want, atol=2e-6)
 
 
 def test_list_sizes_bound_the_padding():
