@@ -40,6 +40,7 @@ from jaxrepair.engine.paged_model import (
     compile_programs,
     hoists_context,
     init_pool,
+    unstack_layers,
 )
 from jaxrepair.engine.reshard import reshard_to_engine
 from jaxrepair.model.config import Qwen3Config
@@ -55,6 +56,7 @@ _STOP_BUCKETS = (4, 16, 64)
 # and many cost more (every decode step multiplies all of them).
 _MIN_TABLE_BLOCKS = 8
 _MIN_DECODE_ROWS = 8
+_FINISHING_ROWS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +234,7 @@ class JaxEngine:
         start = time.perf_counter()
         mesh = self.mesh or Mesh(np.asarray(jax.local_devices()[:1]), ("tensor",))
         placed = reshard_to_engine(dict(params), engine_shardings(dict(params), mesh), self.dtype)
+        placed["layers"] = unstack_layers(placed["layers"])
         jax.block_until_ready(placed)
         self.params = placed
         self.version = int(version)
@@ -484,9 +487,12 @@ class JaxEngine:
             _list_buckets(rows * self.max_blocks, rows * _MIN_TABLE_BLOCKS),
             bs,
         )
-        # end the call when the first row reaches its token budget, so its slot (and the
-        # next turn of its episode) does not wait out the rest of the chunk
-        steps = min(chunk, *(q.request.sampling.max_new_tokens - len(q.generated) for q in seqs))
+        # end the call when one in `_FINISHING_ROWS` rows (at least one) reaches its token
+        # budget, so finished slots (and the next turns of their episodes) do not wait out the
+        # chunk, while a call is not cut to a step or two by each row that finishes: a call
+        # costs about half a decode step of its own (gathers, scatter, host round trip)
+        left = sorted(q.request.sampling.max_new_tokens - len(q.generated) for q in seqs)
+        steps = min(chunk, left[(len(left) - 1) // _FINISHING_ROWS])
         sampled = [q.request.sampling for q in seqs if not q.request.sampling.greedy]
         greedy = not sampled
         truncate = any(sp.top_k > 0 or sp.top_p < 1 for sp in sampled)

@@ -38,7 +38,6 @@ from jaxrepair.model.qwen3 import (
     _attn_block,
     _dense,
     _mlp_block,
-    _run_layers,
     logits_from_hidden,
 )
 from jaxrepair.model.sampler import sample_tokens
@@ -141,6 +140,14 @@ def decode_attention(
     return out.reshape(b, 1, n, h).astype(q.dtype)
 
 
+def unstack_layers(layers: Params) -> list[Params]:
+    """The stacked [L, ...] layer parameters as a list of per-layer trees, each array placed
+    as its stack was without the layer axis. The engine's programs run their layers unrolled
+    and read each layer's weights in place (slicing a stack copies it on XLA:CPU)."""
+    count = jax.tree.leaves(layers)[0].shape[0]
+    return [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(count)]
+
+
 def gather_rows(x: jax.Array, index: jax.Array) -> jax.Array:
     """x[index] along the first axis, as one copy of whole rows of a [rows, elements] view:
     XLA:CPU copies such rows as contiguous runs, where a gather of the N-d array (or one fused
@@ -160,7 +167,8 @@ def paged_forward(
     table: jax.Array,  # [B, W] int32
 ) -> KVPool:
     """The pool with these tokens' KV written (a prefill: each row attends to its whole
-    table, causally)."""
+    table, causally). `params["layers"]` is the engine's list of per-layer parameters
+    (`unstack_layers`)."""
     b, t = tokens.shape
     bs = pool["v"].shape[3]
     x = jnp.take(params["embed"], tokens, axis=0)
@@ -171,26 +179,18 @@ def paged_forward(
     span = table.shape[1] * bs
     mask = (jnp.arange(span)[None, None, :] <= positions[:, :, None])[:, None]  # [B,1,T,S]
 
-    def step(carry, lp):
-        x, k_all, v_all, i = carry
+    k_all, v_all = pool["k"], pool["v"]
+    for i, lp in enumerate(params["layers"]):
         q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
         k_all = k_all.at[i, blk, :, :, off].set(k.astype(k_all.dtype))  # [B, T, K, H] updates
         v_all = v_all.at[i, blk, :, off].set(v.astype(v_all.dtype))
-        kl = jax.lax.dynamic_index_in_dim(k_all, i, 0, keepdims=False)
-        vl = jax.lax.dynamic_index_in_dim(v_all, i, 0, keepdims=False)
-        kc = jnp.moveaxis(kl[table], 4, 2).reshape(b, span, *kl.shape[1:3])  # [B, S, K, H]
-        vc = jnp.moveaxis(vl[table], 3, 2).reshape(b, span, vl.shape[1], vl.shape[3])
+        kc = jnp.moveaxis(k_all[i][table], 4, 2).reshape(b, span, *k_all.shape[2:4])  # [B,S,K,H]
+        vc = jnp.moveaxis(v_all[i][table], 3, 2).reshape(b, span, v_all.shape[2], v_all.shape[4])
         kc, vc = kc.astype(q.dtype), vc.astype(q.dtype)
         a = attention(q, kc, vc, mask, cfg.attention_impl)
         x = x + _dense(a, lp["o_proj"], in_dims=2)
         x = x + _mlp_block(cfg, lp, x, mesh)
-        return (x, k_all, v_all, i + 1), None
-
-    carry = (x, pool["k"], pool["v"], jnp.int32(0))
-    (x, k_new, v_new, _), _ = _run_layers(
-        cfg, params["layers"], carry, lambda c, lp, _e: step(c, lp)
-    )
-    return {"k": k_new, "v": v_new}
+    return {"k": k_all, "v": v_all}
 
 
 def _prefill(cfg, mesh, params, pool, tokens, start, count, table):
@@ -269,9 +269,7 @@ def _decode(
     start = length
     dtype = pool["k"].dtype
     layers, _, kv_heads, head_dim, bs = pool["k"].shape
-    layers = [
-        jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(cfg.num_hidden_layers)
-    ]
+    layers = params["layers"]
 
     def gather(i):
         return gather_rows(pool["k"][i], lists.blocks), gather_rows(pool["v"][i], lists.blocks)

@@ -217,7 +217,7 @@ def test_decode_on_a_tensor_mesh_gathers_no_weights_and_matches(tiny):
     prompts = _prompts(8, lens=(7, 13))
     out = engine.generate([Request(p, Sampling(8, temperature=0.0)) for p in prompts])
     assert [list(c.tokens) for c in out] == [_hf_greedy(hf, p, 8) for p in prompts]
-    assert engine.params["layers"]["q_proj"].sharding.spec[2] == "tensor"
+    assert engine.params["layers"][0]["q_proj"].sharding.spec[1] == "tensor"
     hlo = engine.decode_hlo()
     weight_shapes = set()
     for x in jax.tree.leaves(params):
