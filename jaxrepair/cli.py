@@ -237,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envs", help="code-repair environments")
     envs = p.add_subparsers(dest="envs_command", required=True, metavar="ENVS_COMMAND")
     v = envs.add_parser("validate", help="broken fails, fixed passes, repeatedly, for every task")
-    v.add_argument("--tasks", default=None, help="task folder or .jsonl (default: bundled corpus)")
+    v.add_argument(
+        "--tasks",
+        action="append",
+        default=None,
+        help="task folder or .jsonl (default: bundled corpus); repeatable: several sources "
+        "validated as one set",
+    )
     v.add_argument(
         "--task",
         dest="task_ids",
@@ -249,7 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", default="local", choices=["local", "docker"])
     v.add_argument("--repeats", type=int, default=3)
     v.add_argument("--workers", type=int, default=2)
-    v.add_argument("--sample", type=int, default=None, help="validate a stratified sample of N")
+    v.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="validate a stratified sample of N: spread over build systems, then projects, "
+        "then categories (a manifest's tasks are sampled before they are fetched)",
+    )
+    v.add_argument("--seed", type=int, default=0, help="the sample's seed")
     v.add_argument("--json", dest="json_out", default=None, help="write the report here")
     ls = envs.add_parser("list", help="list tasks with category, build system and split")
     ls.add_argument("--tasks", default=None)
@@ -451,30 +464,31 @@ def _run(args: argparse.Namespace) -> int:
         from jaxrepair.corpus.build import run as build_corpus
 
         return build_corpus(args)
-    if cmd == "envs":
+    if cmd == "envs" and args.envs_command == "list":
         from jaxrepair.envs import load_tasks
 
         tasks = load_tasks(_tasks_path(args.tasks))
-        if args.envs_command == "list":
-            for t in tasks:
-                print(f"{t.id:40s} {t.category:12s} {t.build_system:8s} {t.split}")
-            print(f"{len(tasks)} tasks")
-            return 0
-        from jaxrepair.envs.corpus_validate import validate_corpus
-        from jaxrepair.envs.task import TaskError
+        for t in tasks:
+            print(f"{t.id:40s} {t.category:12s} {t.build_system:8s} {t.split}")
+        print(f"{len(tasks)} tasks")
+        return 0
+    if cmd == "envs":
+        from jaxrepair.envs.corpus_validate import load_for_validation, validate_corpus
 
-        if args.task_ids:
-            by_id = {t.id: t for t in tasks}
-            for tid in args.task_ids:
-                if tid not in by_id:
-                    raise TaskError(tid, "--task", f"no such task in {_tasks_path(args.tasks)}")
-            tasks = [by_id[tid] for tid in dict.fromkeys(args.task_ids)]
+        if args.sample is not None and args.sample < 1:
+            print("jaxrepair envs validate: --sample must be >= 1", file=sys.stderr)
+            return 2
+        tasks = load_for_validation(
+            [_tasks_path(p) for p in args.tasks or [None]],
+            task_ids=args.task_ids,
+            sample=args.sample,
+            seed=args.seed,
+        )
         report = validate_corpus(
             tasks,
             sandbox_kind=args.backend,
             repeats=args.repeats,
             workers=args.workers,
-            sample=args.sample,
         )
         if args.json_out:
             with open(args.json_out, "w") as f:

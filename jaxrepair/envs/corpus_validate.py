@@ -9,18 +9,31 @@ results repeat. ``jaxrepair envs validate`` wires this to the command line.
 from __future__ import annotations
 
 import random
+import re
 import statistics
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
 from .protocol import Outcome
 from .reward import ValidationResult, validate
 from .sandbox import Sandbox, make_sandbox
-from .task import Task, require_backend
+from .task import Task, TaskError, is_corpus_manifest, load_tasks, require_backend
 
-__all__ = ["CorpusReport", "TaskReport", "print_report", "validate_corpus"]
+__all__ = [
+    "CorpusReport",
+    "TaskReport",
+    "load_for_validation",
+    "print_report",
+    "project_of",
+    "stratified_sample",
+    "validate_corpus",
+]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -102,6 +115,30 @@ class CorpusReport:
             )
         return rows
 
+    def by_build_system(self) -> list[dict]:
+        """One row per build system: tasks, ok, failed ids, the median seconds of one run
+        (a build of the broken or the fixed tree) and of one task's validation (its broken
+        and fixed runs together, per repeat)."""
+        groups: dict[str, list[TaskReport]] = {}
+        for t in self.tasks:
+            groups.setdefault(t.build_system, []).append(t)
+        rows = []
+        for bs, ts in sorted(groups.items()):
+            runs = [d for t in ts for d in t.durations_s]
+            per_task = [sum(t.durations_s) / self.repeats for t in ts if t.durations_s]
+            rows.append(
+                {
+                    "build_system": bs,
+                    "count": len(ts),
+                    "ok": sum(t.ok for t in ts),
+                    "failed": [t.id for t in ts if not t.ok],
+                    "median_run_s": statistics.median(runs) if runs else 0.0,
+                    "median_task_s": statistics.median(per_task) if per_task else 0.0,
+                    "total_run_s": sum(runs),
+                }
+            )
+        return rows
+
     def failures(self) -> list[TaskReport]:
         return [t for t in self.tasks if not t.ok]
 
@@ -112,8 +149,178 @@ class CorpusReport:
             "wall_s": self.wall_s,
             "ok": self.ok,
             "summary": self.summary(),
+            "by_build_system": self.by_build_system(),
             "tasks": [t.to_dict() for t in self.tasks],
         }
+
+
+def project_of(item: Task) -> str:
+    """The project a task (or manifest record) comes from: its id less ``-<category>-<tag>``
+    (a manifest's ``<project>-<version>-<category>-<hex>`` gives ``<project>-<version>``, a
+    bundled task's ``<project>-<category>-<n>`` its project); the id when it has no such
+    suffix."""
+    m = re.match(rf"^(.+)-{re.escape(item.category)}-[^-]+$", item.id)
+    return m.group(1) if m else item.id
+
+
+def _draw_order(items: list[T], rng: random.Random) -> list[T]:
+    """One build system's tasks in the order a sample takes them: round robin over its
+    projects (in a seeded order); at each turn the project gives a seeded-random task of the
+    category taken least so far in this build system (among the categories it has left)."""
+    by_project: dict[str, dict[str, list[T]]] = {}
+    for it in sorted(items, key=lambda t: t.id):
+        by_project.setdefault(project_of(it), {}).setdefault(it.category, []).append(it)
+    for cats in by_project.values():
+        for lst in cats.values():
+            rng.shuffle(lst)
+    projects = sorted(by_project)
+    rng.shuffle(projects)
+    categories = sorted({it.category for it in items})
+    rank = {c: i for i, c in enumerate(rng.sample(categories, len(categories)))}
+    taken = dict.fromkeys(categories, 0)
+    order: list[T] = []
+    while len(order) < len(items):
+        for p in projects:
+            cats = by_project[p]
+            if not cats:
+                continue
+            c = min(cats, key=lambda c: (taken[c], rank[c]))
+            order.append(cats[c].pop())
+            taken[c] += 1
+            if not cats[c]:
+                del cats[c]
+    return order
+
+
+def stratified_sample(items: Sequence[T], n: int, seed: int = 0) -> list[T]:
+    """``n`` of ``items`` (tasks or manifest records: ``id``, ``category``,
+    ``build_system``), spread first over build systems (round robin, so each build system
+    present gets ``n // systems`` or more when it has them), then within a build system over
+    its projects (round robin, so ``n`` large enough covers every project), then over
+    categories (the least taken first). Deterministic for a seed; a build system's picks
+    depend only on its own tasks, so adding a manifest of another build system leaves them
+    unchanged, and a larger ``n`` keeps every task a smaller one took. Sorted by id."""
+    if n < 0:
+        raise ValueError("sample size must be >= 0")
+    groups: dict[str, list[T]] = {}
+    for it in items:
+        groups.setdefault(it.build_system, []).append(it)
+    orders = [_draw_order(groups[bs], random.Random(f"{seed}:{bs}")) for bs in sorted(groups)]
+    picked: list[T] = []
+    for i in range(max((len(o) for o in orders), default=0)):
+        for o in orders:
+            if i < len(o) and len(picked) < n:
+                picked.append(o[i])
+    return sorted(picked, key=lambda t: t.id)
+
+
+def _uses_package_index(task: Task) -> bool:
+    """Whether a (non-manifest) task pins packages from the package index, which a corpus
+    manifest's dependency mirror replaces for the whole process."""
+    from . import deps
+
+    if task.dependencies:
+        return True
+    if task.swebench is not None:
+        return False
+    try:
+        return bool(deps.read_pins(task.repo_dir))
+    except deps.DepsError:
+        return True
+
+
+def _materialise_records(path: Path, records: list, chosen: list) -> list[Task]:
+    """``chosen`` records of the manifest at ``path`` as tasks, as ``load_manifest`` makes
+    them (same corpus version, so the same task directories and fingerprints), without
+    materialising the rest."""
+    import os
+    import tempfile
+
+    from ..corpus.manifest import corpus_version, materialise
+    from ..corpus.mirror import MirrorError, require_mirror
+    from ..corpus.sources import SourceError
+    from . import deps
+
+    specs = list(
+        dict.fromkeys(d for r in chosen if r.build_system != "npm" for d in r.dependency_sources)
+    )
+    if specs:
+        try:
+            require_mirror(specs)
+        except (MirrorError, SourceError) as e:
+            bad = next(r for r in chosen if r.dependency_sources)
+            raise TaskError(bad.id, "dependency_sources", str(e)) from e
+    version = corpus_version(records)  # of the whole manifest, as load_manifest's
+    parent = deps.cache_dir() / "corpus" / "tasks" / version
+    parent.mkdir(parents=True, exist_ok=True)
+    vfile = parent / "VERSION"
+    if not vfile.is_file():
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(version + "\n")
+        os.replace(tmp, vfile)
+    return [materialise(r, parent) for r in chosen]
+
+
+def load_for_validation(
+    paths: Sequence[str | Path],
+    task_ids: Sequence[str] = (),
+    sample: int | None = None,
+    seed: int = 0,
+) -> list[Task]:
+    """The tasks of one or more sources (task folders, corpus manifests, SWE-bench imports)
+    as one set: only ``task_ids`` when given, then a ``stratified_sample`` of ``sample``.
+    A manifest is sampled on its records, so only the chosen tasks are fetched and
+    materialised. Refused (TaskError): an id in two sources, an unknown ``task_ids`` entry,
+    and a manifest with a dependency mirror together with tasks that pin packages from the
+    default package index (one package index per process)."""
+    from ..corpus.manifest import read_manifest
+
+    items: list = []
+    origin: dict[str, Path] = {}
+    manifests: dict[Path, list] = {}
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() and p.suffix == ".jsonl" and is_corpus_manifest(p):
+            got = manifests[p] = read_manifest(p)
+        else:
+            got = load_tasks(p)
+        for it in got:
+            if it.id in origin:
+                raise TaskError(it.id, "id", f"duplicate id: in {origin[it.id]} and in {p}")
+            origin[it.id] = p
+            items.append(it)
+    if task_ids:
+        by_id = {it.id: it for it in items}
+        for tid in task_ids:
+            if tid not in by_id:
+                where = ", ".join(str(Path(p)) for p in paths)
+                raise TaskError(tid, "--task", f"no such task in {where}")
+        items = [by_id[tid] for tid in dict.fromkeys(task_ids)]
+    if sample is not None:
+        items = stratified_sample(items, sample, seed)
+    chosen: dict[Path, list] = {}
+    for it in items:
+        if origin[it.id] in manifests:
+            chosen.setdefault(origin[it.id], []).append(it)
+    mirrored = [
+        r for rs in chosen.values() for r in rs if r.build_system != "npm" and r.dependency_sources
+    ]
+    if mirrored:
+        clash = next((it for it in items if isinstance(it, Task) and _uses_package_index(it)), None)
+        if clash is not None:
+            raise TaskError(
+                clash.id,
+                "dependencies",
+                f"pins packages from the package index, but {mirrored[0].id} "
+                f"({origin[mirrored[0].id]}) needs its corpus's dependency mirror as the "
+                "process's package index; validate them in separate runs",
+            )
+    made: dict[str, Task] = {}
+    for p, rs in chosen.items():
+        for t in _materialise_records(p, manifests[p], rs):
+            made[t.id] = t
+    return [made.get(it.id, it) for it in items]
 
 
 def _one(task: Task, variant: str, sandbox: Sandbox) -> ValidationResult:
@@ -132,7 +339,7 @@ def validate_corpus(
     print_summary: bool = True,
 ) -> CorpusReport:
     """Validate tasks (broken must fail, fixed must pass with reward 1), ``repeats`` times each,
-    on ``workers`` threads; ``sample`` validates a seeded random subset. A task the backend
+    on ``workers`` threads; ``sample`` validates a ``stratified_sample`` (seeded). A task the backend
     cannot run (SWE-bench off Docker) raises TaskError before anything starts."""
     if repeats < 1 or workers < 1:
         raise ValueError("repeats and workers must be >= 1")
@@ -140,7 +347,7 @@ def validate_corpus(
     # refused up front (TaskError), not reported later as infra errors
     require_backend(todo, sandbox_kind if isinstance(sandbox_kind, str) else sandbox_kind.name)
     if sample is not None and sample < len(todo):
-        todo = sorted(random.Random(seed).sample(todo, sample), key=lambda t: t.id)
+        todo = stratified_sample(todo, sample, seed)
     sandbox = make_sandbox(sandbox_kind) if isinstance(sandbox_kind, str) else sandbox_kind
     reports = {t.id: TaskReport(t.id, t.category, t.build_system, t.split) for t in todo}
     jobs = [(t, v) for _ in range(repeats) for t in todo for v in ("broken", "fixed")]
@@ -220,7 +427,19 @@ def print_report(report: CorpusReport) -> None:
         "",
         style="bold",
     )
+    per_bs = Table(title=f"per build system ({report.sandbox})")
+    for col in ("build system", "tasks", "ok", "median s / run", "median s / task"):
+        per_bs.add_column(col, justify="left" if col == "build system" else "right")
+    for r in report.by_build_system():
+        per_bs.add_row(
+            r["build_system"],
+            str(r["count"]),
+            str(r["ok"]),
+            f"{r['median_run_s']:.2f}",
+            f"{r['median_task_s']:.2f}",
+        )
     console = Console()
     console.print(table)
+    console.print(per_bs)
     for t in report.failures()[:20]:
         console.print(f"[red]{t.id}[/red]: " + "; ".join(t.problems[:2]))

@@ -31,9 +31,13 @@ IMAGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("python3", "make", "gcc", "g++", "cmake", "libc6-dev"),
     ),
     # node only: an npm task's test runner is in its repository's node_modules (corpus.npm),
-    # so the image needs no npm client (and a build that tries to download fails anyway)
-    "npm": ("jaxrepair/node:18", ("python3", "nodejs")),
+    # so the image needs no npm client (and a build that tries to download fails anyway).
+    # From trixie (Debian 13, nodejs 20): bookworm's node 18 lacks what the corpus's tests
+    # use (process-warning's node:test tests call TestContext.plan, node >= 20.15)
+    "npm": ("jaxrepair/node:20", ("python3", "nodejs")),
 }
+# build system -> Debian suite, where not SUITE
+SUITES: dict[str, str] = {"npm": "trixie"}
 SANDBOX_UID = 1000
 _PYTEST = '#!/bin/sh\nexec python3 -m pytest "$@"\n'
 
@@ -70,12 +74,12 @@ def image_exists(tag: str) -> bool:
     return _docker("image", "inspect", tag).returncode == 0
 
 
-def build_rootfs(packages: tuple[str, ...], dest: Path) -> None:
+def build_rootfs(packages: tuple[str, ...], dest: Path, suite: str = SUITE) -> None:
     """debootstrap a minimal Debian into dest, then add the sandbox user and mount points."""
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}"]
     keyring = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
     cmd += [f"--keyring={keyring}"] if keyring.is_file() else ["--no-check-gpg"]
-    cmd += [SUITE, str(dest), _mirror()]
+    cmd += [suite, str(dest), _mirror()]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -111,7 +115,7 @@ def build_image(build_system: str, force: bool = False) -> str:
         )
     with tempfile.TemporaryDirectory(prefix="jaxrepair-rootfs-") as tmp:
         root = Path(tmp) / "rootfs"
-        build_rootfs(packages, root)
+        build_rootfs(packages, root, SUITES.get(build_system, SUITE))
         tar = subprocess.Popen(
             ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
         )
