@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,20 +342,29 @@ def materialise(r: Record, parent: Path) -> Task:
     return load_task(root)
 
 
-def load_manifest(path: str | Path) -> list[Task]:
-    """Tasks of a manifest, materialised under ``<cache>/corpus/tasks/<corpus version>/``
-    (fetching and unpacking each project's source once, by exact version and hash); when
-    records name dependency sources, the dependency mirror is built and made this process's
-    package index (mirror.require_mirror)."""
+def load_manifest(path: str | Path, ids: Sequence[str] | None = None) -> list[Task]:
+    """Tasks of a manifest (only those named in ``ids``, in that order, when given),
+    materialised under ``<cache>/corpus/tasks/<corpus version>/`` (fetching and unpacking
+    each project's source once, by exact version and hash; the version is the whole
+    manifest's, so a subset gets the same directories and fingerprints); when the records
+    name dependency sources, the dependency mirror is built and made this process's package
+    index (mirror.require_mirror)."""
     records = read_manifest(path)
+    chosen = records
+    if ids is not None:
+        by_id = {r.id: r for r in records}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise TaskError(missing[0], "id", f"no such task in {path}")
+        chosen = [by_id[i] for i in ids]
     specs = list(  # the Python mirror's; an npm task's are its node_modules (materialise)
-        dict.fromkeys(d for r in records if r.build_system != "npm" for d in r.dependency_sources)
+        dict.fromkeys(d for r in chosen if r.build_system != "npm" for d in r.dependency_sources)
     )
     if specs:
         try:
             require_mirror(specs)
         except (MirrorError, SourceError) as e:
-            bad = next(r for r in records if r.dependency_sources)
+            bad = next(r for r in chosen if r.dependency_sources)
             raise TaskError(bad.id, "dependency_sources", str(e)) from e
     version = corpus_version(records)
     parent = deps.cache_dir() / "corpus" / "tasks" / version
@@ -365,4 +375,4 @@ def load_manifest(path: str | Path) -> list[Task]:
         with os.fdopen(fd, "w") as fh:
             fh.write(version + "\n")
         os.replace(tmp, vfile)
-    return [materialise(r, parent) for r in records]
+    return [materialise(r, parent) for r in chosen]

@@ -229,39 +229,6 @@ def _uses_package_index(task: Task) -> bool:
         return True
 
 
-def _materialise_records(path: Path, records: list, chosen: list) -> list[Task]:
-    """``chosen`` records of the manifest at ``path`` as tasks, as ``load_manifest`` makes
-    them (same corpus version, so the same task directories and fingerprints), without
-    materialising the rest."""
-    import os
-    import tempfile
-
-    from ..corpus.manifest import corpus_version, materialise
-    from ..corpus.mirror import MirrorError, require_mirror
-    from ..corpus.sources import SourceError
-    from . import deps
-
-    specs = list(
-        dict.fromkeys(d for r in chosen if r.build_system != "npm" for d in r.dependency_sources)
-    )
-    if specs:
-        try:
-            require_mirror(specs)
-        except (MirrorError, SourceError) as e:
-            bad = next(r for r in chosen if r.dependency_sources)
-            raise TaskError(bad.id, "dependency_sources", str(e)) from e
-    version = corpus_version(records)  # of the whole manifest, as load_manifest's
-    parent = deps.cache_dir() / "corpus" / "tasks" / version
-    parent.mkdir(parents=True, exist_ok=True)
-    vfile = parent / "VERSION"
-    if not vfile.is_file():
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(version + "\n")
-        os.replace(tmp, vfile)
-    return [materialise(r, parent) for r in chosen]
-
-
 def load_for_validation(
     paths: Sequence[str | Path],
     task_ids: Sequence[str] = (),
@@ -274,7 +241,7 @@ def load_for_validation(
     materialised. Refused (TaskError): an id in two sources, an unknown ``task_ids`` entry,
     and a manifest with a dependency mirror together with tasks that pin packages from the
     default package index (one package index per process)."""
-    from ..corpus.manifest import read_manifest
+    from ..corpus.manifest import load_manifest, read_manifest
 
     items: list = []
     origin: dict[str, Path] = {}
@@ -318,7 +285,7 @@ def load_for_validation(
             )
     made: dict[str, Task] = {}
     for p, rs in chosen.items():
-        for t in _materialise_records(p, manifests[p], rs):
+        for t in load_manifest(p, ids=[r.id for r in rs]):
             made[t.id] = t
     return [made.get(it.id, it) for it in items]
 
