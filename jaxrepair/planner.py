@@ -472,7 +472,9 @@ def engine_rows(
     its weights (dtype "auto" = the compute dtype on accelerators) sharded as
     `engine_shardings` places them, its KV pool, and the larger transient of a prefill chunk
     (one layer's activations and [heads, chunk, max_seq_len] f32 scores) and a decode step
-    (every slot's K and V of one layer gathered from the pool)."""
+    (every slot's K and V of one layer gathered from the pool), as on accelerators. On CPU the
+    decode keeps the running rows' K and V of every layer in scratch buffers instead
+    (`paged_model.hoists_context`: host memory, not counted here)."""
     eb = _BYTES[engine.dtype] if engine.dtype != "auto" else compute_bytes
     tp = engine.tensor
     sizes = {"data": 1, "fsdp": 1, "tensor": tp}
