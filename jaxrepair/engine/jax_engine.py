@@ -212,11 +212,14 @@ class JaxEngine:
     def _place_pool(self, pool):
         if self.mesh is None:  # committed, like the pools the programs return: one cache key
             return jax.device_put(pool, jax.local_devices()[0])
-        tensor = self.mesh.shape.get("tensor", 1)
-        spec = PartitionSpec(  # [L, blocks, K, ...]: split over the KV heads
-            None, None, "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
-        )
+        spec = PartitionSpec(None, None, self._kv_split())  # [L, blocks, K, ...]
         return jax.device_put(pool, NamedSharding(self.mesh, spec))
+
+    def _kv_split(self) -> str | None:
+        """The mesh axis KV is split over on its KV-heads axis (pool and decode scratch):
+        `tensor` when the heads divide evenly, else replicated."""
+        tensor = self.mesh.shape.get("tensor", 1) if self.mesh is not None else 1
+        return "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
 
     @property
     def vocab_size(self) -> int:
@@ -568,10 +571,8 @@ class JaxEngine:
         k, v = self.pool["k"], self.pool["v"]
         if self.mesh is None:
             place = k.sharding
-        else:
-            tensor = self.mesh.shape.get("tensor", 1)
-            split = "tensor" if self.cfg.num_key_value_heads % tensor == 0 else None
-            place = NamedSharding(self.mesh, PartitionSpec(None, split))
+        else:  # [blocks, K, ...]
+            place = NamedSharding(self.mesh, PartitionSpec(None, self._kv_split()))
         return [
             (
                 jnp.zeros((blocks, *k.shape[2:]), k.dtype, device=place),

@@ -268,7 +268,7 @@ def _decode(
     s = table.shape[0]
     start = length
     dtype = pool["k"].dtype
-    layers, _, kv_heads, head_dim, bs = pool["k"].shape
+    _, _, kv_heads, head_dim, bs = pool["k"].shape
     layers = params["layers"]
 
     def gather(i):
