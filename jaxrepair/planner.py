@@ -21,7 +21,8 @@ loss) so a researcher can choose the mesh and batch before queueing on a pod:
 - GRPO only: with the rollout engine (`[engine]`), its own weights in its compute dtype
   (tensor-parallel over `engine.tensor` devices, the embedding replicated), its paged KV pool
   and the larger of its prefill chunk and its decode step; without it, the static sampler's KV
-  cache (in the parameter dtype, the params it samples with) and its prefill; the overlap
+  cache (in the parameter dtype, the params it samples with) and its prefill (on CPU, not
+  counted here, `generate` also holds a copy of the layer weights for the call); the overlap
   snapshots (a copy of the params for the batch being collected while
   the previous batch's behaviour params are still in use), the frozen reference params when
   kl_beta > 0; the learner trains `minibatch_size` rows per update.
@@ -436,9 +437,11 @@ def _grpo_rows(
     heads = _split(cfg.num_attention_heads, tp)
     f = _split(cfg.intermediate_size, tp)
     # activations of one layer's prefill, counted in float32 (XLA:CPU computes bf16 dots in
-    # float32; on TPU this over-counts a little)
+    # float32; on TPU this over-counts a little), and the prompt's keys and values as the
+    # layer scan stacks them before they are padded into the per-layer caches
     prefill_linear = bg * prompt * 4 * (4 * cfg.hidden_size + 2 * f)
-    # forward_cached builds a [B, 1, P, P] bool cache mask for every kernel; what the kernel
+    prefill_linear += cfg.num_hidden_layers * bg * prompt * 2 * kvh * cfg.head_dim * pb
+    # prefill_cache builds a [B, 1, P, P] bool cache mask for every kernel; what the kernel
     # adds follows its mask path (jaxrepair.model.attention): "splash" runs the XLA kernel
     # there, "cudnn" turns the mask into a bias in the params dtype, "blocked" keeps the
     # causal blocks of the scores (XLA schedules the blocks together, measured)

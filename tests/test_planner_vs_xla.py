@@ -186,7 +186,9 @@ def xla_generate_bytes(impl: str, prompt: int, pdtype: str, batch: int = 16, new
         np.full((4,), -1, np.int32),
         jax.random.key(0),
     )
-    fn = sampler._compiled(cfg, mesh, new, False, False, 0)
+    # the accelerator program (layers sliced per step), which the plan describes; on CPU
+    # generate also holds a per-call copy of the layer weights (see the planner's docstring)
+    fn = sampler._compiled(cfg, mesh, False, new, False, False, 0)
     ma = fn.lower(params, *args).compile(compiler_options=FAST_CODEGEN).memory_analysis()
     return (
         ma.temp_size_in_bytes

@@ -40,11 +40,10 @@ from jaxrepair.engine.paged_model import (
     compile_programs,
     hoists_context,
     init_pool,
-    unstack_layers,
 )
 from jaxrepair.engine.reshard import reshard_to_engine
 from jaxrepair.model.config import Qwen3Config
-from jaxrepair.model.qwen3 import Params
+from jaxrepair.model.qwen3 import Params, unstack_layers
 from jaxrepair.model.sampler import Buckets
 from jaxrepair.model.sharding import check_mesh_fits, param_shardings
 

@@ -41,6 +41,7 @@ from jaxrepair.model.qwen3 import (
     logits_from_hidden,
 )
 from jaxrepair.model.sampler import sample_tokens
+from jaxrepair.model.sharding import runs_on_cpu
 
 KVPool = dict[
     str, jax.Array
@@ -138,14 +139,6 @@ def decode_attention(
     out = out + p_own[..., None] * v_self[:, 0, :, None, :].astype(jnp.float32)
     out = out / norm[..., None]
     return out.reshape(b, 1, n, h).astype(q.dtype)
-
-
-def unstack_layers(layers: Params) -> list[Params]:
-    """The stacked [L, ...] layer parameters as a list of per-layer trees, each array placed
-    as its stack was without the layer axis. The engine's programs run their layers unrolled
-    and read each layer's weights in place (slicing a stack copies it on XLA:CPU)."""
-    count = jax.tree.leaves(layers)[0].shape[0]
-    return [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(count)]
 
 
 def gather_rows(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -356,8 +349,7 @@ def hoists_context(mesh: Mesh | None) -> bool:
     than the products (one copy per call holds the running rows' KV of every layer, in the
     scratch buffers); on accelerators the gather is fused per layer and step, and memory is
     kept for the pool."""
-    devices = mesh.devices.flat if mesh is not None else jax.local_devices()[:1]
-    return all(d.platform == "cpu" for d in devices)
+    return runs_on_cpu(mesh)
 
 
 @lru_cache(maxsize=16)

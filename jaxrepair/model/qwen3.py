@@ -5,7 +5,8 @@ projections stored [in, out] with the head axes explicit so tensor parallelism s
 heads).
 
 The decoder layers run under `jax.lax.scan`, so compile time does not grow with depth, with an
-optional rematerialisation policy (`Qwen3Config.remat`).
+optional rematerialisation policy (`Qwen3Config.remat`); a decode step (`decode_step`) runs
+them unrolled over per-layer weights instead (see `unstack_layers`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from jaxrepair.model.param_table import dim_sizes, params_of
 from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings
 
 Params = dict[str, Any]
-KVCache = dict[str, jax.Array]  # {"k": [L, B, S, K, H], "v": [L, B, S, K, H]}
+KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, H, S], "v": [B, K, S, H]}
 
 INIT_STD = 0.02  # transformers' initializer_range for Qwen3
 
@@ -226,12 +227,94 @@ def forward(
 
 
 # ----------------------------------------------------------------------------- KV cache path
+def unstack_layers(layers: Params) -> list[Params]:
+    """The stacked [L, ...] layer parameters as a list of per-layer trees (static slices).
+
+    The cached paths run their layers unrolled over these: XLA:CPU copies a layer's weights
+    out of the stack at every use, so a decode loop slices them once per call, before the
+    loop (`generate`), or the caller holds them unstacked (the rollout engine).
+    """
+    count = jax.tree.leaves(layers)[0].shape[0]
+    return [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(count)]
+
+
+def _cache_layouts(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """New keys/values [B, T, K, H] in the cache's layouts: keys [B, K, H, T], values
+    [B, K, T, H], in which both attention products are plain batched GEMMs (a cache in
+    [B, S, K, H] was transposed for them at every decode step and layer)."""
+    return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+
+
 def init_cache(cfg: Qwen3Config, batch: int, length: int, dtype=jnp.float32) -> KVCache:
-    shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    """An empty cache: per layer, keys [B, K, H, S] and values [B, K, S, H]."""
+    k, h = cfg.num_key_value_heads, cfg.head_dim
+    return [
+        {"k": jnp.zeros((batch, k, h, length), dtype), "v": jnp.zeros((batch, k, length, h), dtype)}
+        for _ in range(cfg.num_hidden_layers)
+    ]
 
 
-def forward_cached(
+def cached_attention(
+    q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array
+) -> jax.Array:
+    """q [B, T, N, H] against the cache (keys [B, K, H, S], values [B, K, S, H]) under mask
+    [B, 1, T, S]; GQA without repeating keys, softmax in float32. Returns [B, T, N, H]."""
+    b, t, n, h = q.shape
+    kv = k_cache.shape[1]
+    g = n // kv
+    qg = q.reshape(b, t, kv, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, h)
+    scores = jnp.matmul(qg, k_cache.astype(q.dtype), preferred_element_type=jnp.float32)
+    scores = scores.reshape(b, kv, g, t, -1) * (h**-0.5)
+    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, g * t, -1)
+    out = jnp.matmul(probs, v_cache.astype(q.dtype), preferred_element_type=jnp.float32)
+    out = out.astype(q.dtype).reshape(b, kv, g, t, h)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
+def prefill_cache(
+    params: Params,
+    cfg: Qwen3Config,
+    tokens: jax.Array,
+    positions: jax.Array,
+    key_valid: jax.Array,
+    length: int,
+    *,
+    mesh: Mesh | None = None,
+) -> KVCache:
+    """The cache of `length` slots holding tokens [B, T] at slots 0..T-1 (no logits: never a
+    [B, T, vocab] array). key_valid [B, T] is False at padding; each token attends causally
+    to the valid ones before it with the configured kernel (e.g. "blocked").
+
+    The layers run as in `forward` (scanned unless `cfg.scan_layers` is off), so one layer's
+    activations are live at a time and compile time does not grow with depth; the per-layer
+    caches come out of the scan once and are padded to `length`.
+    """
+    b, t = tokens.shape
+    x = constrain(jnp.take(params["embed"], tokens, axis=0), _ACT_BTD, mesh)
+    cos, sin = rope_cos_sin(cfg, positions, x.dtype)
+    mask = cache_mask(jnp.broadcast_to(jnp.arange(t), (b, t)), key_valid)
+
+    def step(x, lp):
+        q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
+        a = attention(q, k, v, mask, cfg.attention_impl)
+        x = x + _dense(a, lp["o_proj"], in_dims=2)
+        x = constrain(x + _mlp_block(cfg, lp, x, mesh), _ACT_BTD, mesh)
+        return x, _cache_layouts(k, v)
+
+    _, (ks, vs) = _run_layers(cfg, params["layers"], x, lambda c, lp, _e: step(c, lp))
+    grow = length - t
+    return [
+        {
+            "k": jnp.pad(ks[i], ((0, 0), (0, 0), (0, 0), (0, grow))),
+            "v": jnp.pad(vs[i], ((0, 0), (0, 0), (0, grow), (0, 0))),
+        }
+        for i in range(cfg.num_hidden_layers)
+    ]
+
+
+def decode_step(
+    layers: list[Params],
     params: Params,
     cfg: Qwen3Config,
     tokens: jax.Array,
@@ -241,55 +324,28 @@ def forward_cached(
     key_valid: jax.Array,
     *,
     mesh: Mesh | None = None,
-    logits: str = "all",
-    prefill: bool = False,
-) -> tuple[jax.Array | None, KVCache]:
-    """Run tokens [B, T] written at cache slots slot..slot+T-1 (same slot for every row).
+) -> tuple[jax.Array, KVCache]:
+    """Feed tokens [B, 1] written at cache slot `slot` (the same for every row); float32
+    logits [B, 1, V] and the updated cache.
 
-    key_valid [B, S] marks cache slots that hold real tokens *after* this write (padding of
-    left-padded prompts is False). Used for prefill (T = prompt bucket) and decode (T = 1).
-    Returns float32 logits ([B, T, V] for logits="all", [B, 1, V] for "last", None for "none":
-    a prefill needs no [B, T, V] array) and the updated cache.
-
-    prefill=True asserts the cache is empty and slot is 0: attention then runs causally over
-    the T new tokens only (the configured kernel's causal path, e.g. "blocked"), not over all
-    S cache slots -- 2.5x faster prefill on CPU at 2k-token prompts.
+    layers: each layer's parameters (`unstack_layers`), params: the rest (embedding, final
+    norm, head); the layers run unrolled, each writing its slot of its own cache in place.
+    key_valid [B, S] marks the slots holding real tokens after this write.
     """
-    if logits not in ("all", "last", "none"):
-        raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
-    b, t = tokens.shape
-    dtype = params["embed"].dtype
-    x = jnp.take(params["embed"], tokens, axis=0)
-    cos, sin = rope_cos_sin(cfg, positions, dtype)
-    query_slots = jnp.broadcast_to(slot + jnp.arange(t), (b, t))
-    mask = cache_mask(query_slots, key_valid[:, :t] if prefill else key_valid)
-
-    def step(carry, lp):
-        # the whole [L, ...] cache rides in the carry and each layer writes only its new
-        # slots: returning per-layer caches as scan outputs rewrote the full cache on every
-        # decode step (2.2x slower decode on CPU, measured)
-        x, k_all, v_all, i = carry
+    b = tokens.shape[0]
+    x = constrain(jnp.take(params["embed"], tokens, axis=0), _ACT_BTD, mesh)
+    cos, sin = rope_cos_sin(cfg, positions, params["embed"].dtype)
+    mask = cache_mask(jnp.broadcast_to(slot, (b, 1)), key_valid)
+    new_cache, z = [], jnp.int32(0)
+    for lp, layer_cache in zip(layers, cache, strict=True):
         q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-        at = (i, jnp.int32(0), slot, jnp.int32(0), jnp.int32(0))
-        k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
-        v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
-        if prefill:  # keys = the new tokens themselves (slots 0..T-1)
-            a = attention(q, k, v, mask, cfg.attention_impl)
-        else:
-            kc = jax.lax.dynamic_index_in_dim(k_all, i, 0, keepdims=False).astype(q.dtype)
-            vc = jax.lax.dynamic_index_in_dim(v_all, i, 0, keepdims=False).astype(q.dtype)
-            a = attention(q, kc, vc, mask, cfg.attention_impl)
+        kc, vc = layer_cache["k"], layer_cache["v"]
+        k, v = _cache_layouts(k.astype(kc.dtype), v.astype(vc.dtype))
+        kc = jax.lax.dynamic_update_slice(kc, k, (z, z, z, slot))
+        vc = jax.lax.dynamic_update_slice(vc, v, (z, z, slot, z))
+        a = cached_attention(q, kc, vc, mask)
         x = x + _dense(a, lp["o_proj"], in_dims=2)
-        x = x + _mlp_block(cfg, lp, x, mesh)
-        return (x, k_all, v_all, i + 1), None
-
-    carry = (x, cache["k"], cache["v"], jnp.int32(0))
-    carry, _ = _run_layers(cfg, params["layers"], carry, lambda c, lp, _e: step(c, lp))
-    x, k_new, v_new, _ = carry
-    new_cache = {"k": k_new, "v": v_new}
-    if logits == "none":
-        return None, new_cache
-    if logits == "last":
-        x = x[:, -1:]
+        x = constrain(x + _mlp_block(cfg, lp, x, mesh), _ACT_BTD, mesh)
+        new_cache.append({"k": kc, "v": vc})
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     return logits_from_hidden(params, cfg, x), new_cache

@@ -5,9 +5,10 @@ Why it is shaped this way:
   length, number of new tokens), so a new mix of lengths reuses a compiled program instead of
   recompiling. Everything that changes between calls without changing shapes (temperature,
   top-k, top-p, stop tokens, max_new_tokens, the key) is a traced argument.
-- Prefill writes the whole prompt bucket at cache slot 0; decode step i writes slot P + i for
-  every row (one common slot, `forward_cached`); `key_valid` hides each row's left padding and
-  positions are `index - pad`, so each row sees exactly its own prompt, as if unpadded.
+- Prefill writes the whole prompt bucket at cache slot 0 (`prefill_cache`, layers scanned);
+  decode step i writes slot P + i for every row (one common slot, `decode_step`, layers
+  unrolled); `key_valid` hides each row's left padding and positions are `index - pad`, so
+  each row sees exactly its own prompt, as if unpadded.
 - The decode loop is a `jax.lax.while_loop`: no Python per token, and it ends as soon as every
   row has produced a stop token.
 - Log-probs are those of the sampled token under softmax(logits / temperature) *before* top-k /
@@ -30,15 +31,25 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxrepair.engine.api import Sampling
 from jaxrepair.model.config import Qwen3Config
-from jaxrepair.model.qwen3 import Params, forward_cached, init_cache
+from jaxrepair.model.qwen3 import (
+    Params,
+    decode_step,
+    init_cache,
+    prefill_cache,
+    unstack_layers,
+)
 from jaxrepair.model.sharding import (
     check_mesh_fits,
     gather_to_host,
     logical_to_spec,
     param_shardings,
+    runs_on_cpu,
 )
 
-_CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+_CACHE_AXES = {
+    "k": ("batch", "kv_heads", "head_dim", "cache_length"),
+    "v": ("batch", "kv_heads", "cache_length", "head_dim"),
+}
 
 
 def _powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
@@ -250,32 +261,10 @@ def sample_tokens(
 
 
 # ------------------------------------------------------------------------------ the program
-def _prefill(cfg, mesh, params, tokens, pad, cache, key_valid):
-    """Write all prompt tokens but the last into the cache (slots 0..P-2).
-
-    No logits are needed here (`logits="none"`: never a [B, P, vocab] array, 158 GB for 64 rows
-    of 8k tokens at Qwen3's vocabulary). The last prompt token goes through the first decode
-    step: left padding puts it at slot P-1 in every row.
-    """
-    positions = jnp.maximum(jnp.arange(tokens.shape[1])[None, :] - pad[:, None], 0)
-    _, cache = forward_cached(
-        params,
-        cfg,
-        tokens,
-        positions,
-        cache,
-        jnp.int32(0),
-        key_valid,
-        mesh=mesh,
-        logits="none",
-        prefill=True,
-    )
-    return cache
-
-
 def _generate_program(
     cfg: Qwen3Config,
     mesh: Mesh | None,
+    hoist_layers: bool,
     new_bucket: int,
     greedy: bool,
     truncate: bool,
@@ -293,17 +282,29 @@ def _generate_program(
     _TRACES["count"] += 1  # runs at trace time only
     b, p = tokens.shape
     s = p + new_bucket
-    cache = init_cache(cfg, b, s, dtype=params["embed"].dtype)
-    if mesh is not None:
-        cache = jax.tree.map(
-            lambda c: jax.lax.with_sharding_constraint(
-                c, NamedSharding(mesh, logical_to_spec(_CACHE_AXES, mesh, c.shape))
-            ),
-            cache,
-        )
     key_valid = jnp.arange(s)[None, :] >= pad[:, None]  # future slots are hidden causally
-    if p > 1:
-        cache = _prefill(cfg, mesh, params, tokens[:, :-1], pad, cache, key_valid)
+    if p > 1:  # every prompt token but the last, which the first decode step feeds
+        positions = jnp.maximum(jnp.arange(p - 1)[None, :] - pad[:, None], 0)
+        cache = prefill_cache(
+            params, cfg, tokens[:, :-1], positions, key_valid[:, : p - 1], s, mesh=mesh
+        )
+    else:
+        cache = init_cache(cfg, b, s, dtype=params["embed"].dtype)
+    if mesh is not None:
+        cache = [
+            {
+                name: jax.lax.with_sharding_constraint(
+                    c, NamedSharding(mesh, logical_to_spec(_CACHE_AXES[name], mesh, c.shape))
+                )
+                for name, c in layer.items()
+            }
+            for layer in cache
+        ]
+    # each layer's weights, sliced out of the stack once per call on CPU (where a slice is a
+    # copy, and one per decode step and layer cost a fifth of the decode time), per step on
+    # accelerators (where the slice is fused and no second copy of the weights is held)
+    hoisted = unstack_layers(params["layers"]) if hoist_layers else None
+    layers = lambda: hoisted if hoist_layers else unstack_layers(params["layers"])
     keys = row_keys(rng, b)
     sample = lambda lg, i: sample_tokens(
         lg,
@@ -324,8 +325,8 @@ def _generate_program(
         # position is the row's own index there, then sample completion token i from its logits
         i, prev, cache, out_tok, out_lp, done, lengths = state
         pos = (p - 1 - pad + i)[:, None]
-        logits, cache = forward_cached(
-            params, cfg, prev[:, None], pos, cache, p - 1 + i, key_valid, mesh=mesh
+        logits, cache = decode_step(
+            layers(), params, cfg, prev[:, None], pos, cache, p - 1 + i, key_valid, mesh=mesh
         )
         tok, lp = sample(logits[:, 0], i)
         tok = jnp.where(done, pad_id, tok)
@@ -353,13 +354,16 @@ def _generate_program(
 def _compiled(
     cfg: Qwen3Config,
     mesh: Mesh | None,
+    hoist_layers: bool,
     new_bucket: int,
     greedy: bool,
     truncate: bool,
     pad_id: int,
 ):
     def fn(*args):
-        return _generate_program(cfg, mesh, new_bucket, greedy, truncate, pad_id, *args)
+        return _generate_program(
+            cfg, mesh, hoist_layers, new_bucket, greedy, truncate, pad_id, *args
+        )
 
     return jax.jit(fn)
 
@@ -482,7 +486,7 @@ def generate(
         )
         args[0] = jax.device_put(tokens, batch_sh(tokens))
         args[1] = jax.device_put(pad, batch_sh(pad))
-    fn = _compiled(cfg, mesh, nb, greedy, truncate, int(pad_id))
+    fn = _compiled(cfg, mesh, runs_on_cpu(mesh), nb, greedy, truncate, int(pad_id))
     out_tok, out_lp, lengths, steps = fn(params, *args)
     return GenerationOutput(
         tokens=gather_to_host(out_tok)[:n, :max_new_tokens].astype(np.int32),

@@ -175,6 +175,13 @@ def shard_params(params: Mapping[str, Any], mesh: Mesh) -> dict[str, Any]:
     return jax.device_put(dict(params), param_shardings(params, mesh))
 
 
+def runs_on_cpu(mesh: Mesh | None) -> bool:
+    """Whether programs over `mesh` (the first local device without one) run on XLA:CPU,
+    where slices and gathers are copies rather than fused into their consumers."""
+    devices = mesh.devices.flat if mesh is not None else jax.local_devices()[:1]
+    return all(d.platform == "cpu" for d in devices)
+
+
 def gather_to_host(x: jax.Array) -> np.ndarray:
     """Full numpy copy of a (possibly multi-host sharded) array."""
     if getattr(x, "is_fully_addressable", True):

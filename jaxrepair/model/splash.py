@@ -16,7 +16,7 @@ Choices:
   activations use for "batch", heads over "heads"), since a Pallas call cannot be partitioned
   automatically. The sequence is never split.
 - Only the learner's full-sequence forward (`qwen3.forward`) uses it; the sampler's
-  `forward_cached` (prefill and decode against a KV cache) keeps the mask-based XLA path.
+  `prefill_cache` (which passes an explicit mask) keeps the mask-based XLA path.
 
 On CPU the kernel runs only in Pallas TPU interpret mode
 (`jax.experimental.pallas.tpu.force_tpu_interpret_mode()`), which the tests use.

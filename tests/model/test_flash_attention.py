@@ -176,7 +176,7 @@ def test_splash_errors_are_clear():
 
 
 def test_cache_calls_keep_the_mask_path():
-    """forward_cached passes an explicit mask: "splash" answers it with the XLA kernel (no
+    """prefill_cache passes an explicit mask: "splash" answers it with the XLA kernel (no
     Pallas call, so it runs on CPU without interpret mode)."""
     q, k, v, _ = _qkv(2, 4, 4, 2, 64)
     mask = jnp.tril(jnp.ones((4, 4), bool))[None, None].repeat(2, 0)

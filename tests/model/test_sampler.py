@@ -63,6 +63,21 @@ def test_greedy_matches_transformers_generate_for_ragged_batch(tiny):
         assert out.tokens[i].tolist() == _hf_greedy(hf, prompt, 12), f"row {i}"
 
 
+def test_layers_sliced_per_step_match_transformers(tiny, monkeypatch):
+    """The accelerator program (each layer's weights sliced from the stack inside the decode
+    loop) against the same oracles as the CPU one, which slices them once per call."""
+    from jaxrepair.model import sampler
+
+    monkeypatch.setattr(sampler, "runs_on_cpu", lambda mesh: False)
+    _, hf, cfg, params = tiny
+    prompts = _prompts(5, lens=(4, 11))
+    out = generate(params, cfg, prompts, max_new_tokens=9, temperature=0.0)
+    for i, prompt in enumerate(prompts):
+        assert out.tokens[i].tolist() == _hf_greedy(hf, prompt, 9), f"row {i}"
+        ref = _full_forward_logprobs(params, cfg, prompt, out.tokens[i].tolist(), 0.0)
+        np.testing.assert_allclose(out.logprobs[i], ref, atol=2e-5)
+
+
 @pytest.mark.slow  # the blocked kernel itself is checked against dense in test_attention_impls
 def test_blocked_prefill_of_long_ragged_prompts_matches_transformers(tiny):
     """Prefill runs causal attention over the prompt alone; with the "blocked" kernel and
