@@ -302,7 +302,7 @@ def _generate_program(
         ]
     # each layer's weights, sliced out of the stack once per call on CPU (where a slice is a
     # copy, and one per decode step and layer cost a fifth of the decode time), per step on
-    # accelerators (where the slice is fused and no second copy of the weights is held)
+    # accelerators, as the layer scan did, so no second copy of the weights is held there
     hoisted = unstack_layers(params["layers"]) if hoist_layers else None
     layers = lambda: hoisted if hoist_layers else unstack_layers(params["layers"])
     keys = row_keys(rng, b)
