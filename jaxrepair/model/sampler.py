@@ -350,6 +350,13 @@ def _generate_program(
     return out_tok, out_lp, lengths, steps
 
 
+# XLA:CPU options for a float32 generate program on CPU: its decode steps are GEMVs (as many
+# rows as the batch) that stream every weight once per step, and XLA:CPU's own dot kernels
+# run them 1.3-1.5x faster than the YNNPACK fusions it picks by default (which stay for bf16,
+# where they run the vocabulary-wide head 5x faster). See docs/decisions.md (sampler).
+_CPU_FP32_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
 @lru_cache(maxsize=64)
 def _compiled(
     cfg: Qwen3Config,
@@ -359,13 +366,14 @@ def _compiled(
     greedy: bool,
     truncate: bool,
     pad_id: int,
+    cpu_fp32: bool = False,
 ):
     def fn(*args):
         return _generate_program(
             cfg, mesh, hoist_layers, new_bucket, greedy, truncate, pad_id, *args
         )
 
-    return jax.jit(fn)
+    return jax.jit(fn, compiler_options=_CPU_FP32_OPTIONS if cpu_fp32 else None)
 
 
 # ------------------------------------------------------------------------------ public entry
@@ -486,7 +494,9 @@ def generate(
         )
         args[0] = jax.device_put(tokens, batch_sh(tokens))
         args[1] = jax.device_put(pad, batch_sh(pad))
-    fn = _compiled(cfg, mesh, runs_on_cpu(mesh), nb, greedy, truncate, int(pad_id))
+    on_cpu = runs_on_cpu(mesh)
+    cpu_fp32 = on_cpu and params["embed"].dtype == jnp.float32
+    fn = _compiled(cfg, mesh, on_cpu, nb, greedy, truncate, int(pad_id), cpu_fp32)
     out_tok, out_lp, lengths, steps = fn(params, *args)
     return GenerationOutput(
         tokens=gather_to_host(out_tok)[:n, :max_new_tokens].astype(np.int32),

@@ -78,6 +78,22 @@ def test_layers_sliced_per_step_match_transformers(tiny, monkeypatch):
         np.testing.assert_allclose(out.logprobs[i], ref, atol=2e-5)
 
 
+@pytest.mark.parametrize("dtype,ynn", [(jnp.float32, False), (jnp.bfloat16, True)])
+def test_cpu_program_dots_follow_the_params_dtype(tiny, dtype, ynn):
+    """A float32 generate program on CPU compiles with XLA:CPU's own dot kernels (faster
+    GEMVs), a bf16 one keeps the YNNPACK fusions; the compiled program says which."""
+    from jaxrepair.model import sampler
+
+    _, _, cfg, params = tiny
+    params = jax.tree.map(lambda a: a.astype(dtype), params)
+    cpu_fp32 = dtype == jnp.float32
+    fn = sampler._compiled(cfg, None, True, 16, True, False, 0, cpu_fp32)
+    args = (np.ones((2, 16), np.int32), np.zeros(2, np.int32), np.int32(4), np.float32(0))
+    args += (np.int32(0), np.float32(1), np.full(4, -1, np.int32), jax.random.key(0))
+    text = fn.lower(params, *args).compile().as_text()
+    assert ("__ynn_fusion" in text) == ynn
+
+
 @pytest.mark.slow  # the blocked kernel itself is checked against dense in test_attention_impls
 def test_blocked_prefill_of_long_ragged_prompts_matches_transformers(tiny):
     """Prefill runs causal attention over the prompt alone; with the "blocked" kernel and
