@@ -140,14 +140,23 @@ def _mlp_block(cfg: Qwen3Config, lp: Params, x, mesh):
     return _dense(y, lp["down_proj"])
 
 
-def _layer(cfg: Qwen3Config, mesh, cos, sin, mask, segment_ids, x, lp):
+def _decoder_layer(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh, attend):
+    """One decoder layer around `attend(q, k, v) -> (attention output, aux)`, the one part the
+    full-sequence forward, the prefill and the decode step do differently; (x, aux)."""
     q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-    a = attention(
-        q, k, v, mask, cfg.attention_impl, is_causal=True, segment_ids=segment_ids, mesh=mesh
-    )
+    a, aux = attend(q, k, v)
     x = x + _dense(a, lp["o_proj"], in_dims=2)
     x = x + _mlp_block(cfg, lp, x, mesh)
-    return constrain(x, _ACT_BTD, mesh)
+    return constrain(x, _ACT_BTD, mesh), aux
+
+
+def _layer(cfg: Qwen3Config, mesh, cos, sin, mask, segment_ids, x, lp):
+    def attend(q, k, v):
+        impl = cfg.attention_impl
+        a = attention(q, k, v, mask, impl, is_causal=True, segment_ids=segment_ids, mesh=mesh)
+        return a, None
+
+    return _decoder_layer(cfg, lp, x, cos, sin, mesh, attend)[0]
 
 
 def _run_layers(cfg: Qwen3Config, layers: Params, x, step_fn, xs_extra=None):
@@ -295,12 +304,11 @@ def prefill_cache(
     cos, sin = rope_cos_sin(cfg, positions, x.dtype)
     mask = cache_mask(jnp.broadcast_to(jnp.arange(t), (b, t)), key_valid)
 
+    def attend(q, k, v):  # keys = the new tokens themselves (slots 0..T-1)
+        return attention(q, k, v, mask, cfg.attention_impl), _cache_layouts(k, v)
+
     def step(x, lp):
-        q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-        a = attention(q, k, v, mask, cfg.attention_impl)
-        x = x + _dense(a, lp["o_proj"], in_dims=2)
-        x = constrain(x + _mlp_block(cfg, lp, x, mesh), _ACT_BTD, mesh)
-        return x, _cache_layouts(k, v)
+        return _decoder_layer(cfg, lp, x, cos, sin, mesh, attend)
 
     _, (ks, vs) = _run_layers(cfg, params["layers"], x, lambda c, lp, _e: step(c, lp))
     grow = length - t
@@ -336,16 +344,21 @@ def decode_step(
     x = constrain(jnp.take(params["embed"], tokens, axis=0), _ACT_BTD, mesh)
     cos, sin = rope_cos_sin(cfg, positions, params["embed"].dtype)
     mask = cache_mask(jnp.broadcast_to(slot, (b, 1)), key_valid)
-    new_cache, z = [], jnp.int32(0)
+    z = jnp.int32(0)
+
+    def attend_with(layer_cache):
+        def attend(q, k, v):  # write this token's slot, then attend over the whole cache
+            kc, vc = layer_cache["k"], layer_cache["v"]
+            k, v = _cache_layouts(k.astype(kc.dtype), v.astype(vc.dtype))
+            kc = jax.lax.dynamic_update_slice(kc, k, (z, z, z, slot))
+            vc = jax.lax.dynamic_update_slice(vc, v, (z, z, slot, z))
+            return cached_attention(q, kc, vc, mask), {"k": kc, "v": vc}
+
+        return attend
+
+    new_cache = []
     for lp, layer_cache in zip(layers, cache, strict=True):
-        q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
-        kc, vc = layer_cache["k"], layer_cache["v"]
-        k, v = _cache_layouts(k.astype(kc.dtype), v.astype(vc.dtype))
-        kc = jax.lax.dynamic_update_slice(kc, k, (z, z, z, slot))
-        vc = jax.lax.dynamic_update_slice(vc, v, (z, z, slot, z))
-        a = cached_attention(q, kc, vc, mask)
-        x = x + _dense(a, lp["o_proj"], in_dims=2)
-        x = constrain(x + _mlp_block(cfg, lp, x, mesh), _ACT_BTD, mesh)
-        new_cache.append({"k": kc, "v": vc})
+        x, layer_cache = _decoder_layer(cfg, lp, x, cos, sin, mesh, attend_with(layer_cache))
+        new_cache.append(layer_cache)
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     return logits_from_hidden(params, cfg, x), new_cache
