@@ -12,6 +12,12 @@ each framework, from the same run.
     python benchmarks/model_vs_torch.py [--model HF_DIR] [--batch 4] [--seq 512] [--repeats 5]
     python benchmarks/model_vs_torch.py --moe     # the Qwen3-MoE reference (8 experts, top 2)
     python benchmarks/model_vs_torch.py --peers tunix [--moe-impl ragged]
+    python benchmarks/model_vs_torch.py --peers tunix --rounds 3   # interleaved, see below
+
+`--rounds N` runs every framework N times, interleaved (jaxrepair, pytorch, peers, then
+again), so a machine whose speed drifts during the run slows every framework alike: the table
+shows each framework's median over the rounds, and each ratio is the median of the N
+per-round ratios (their range is printed beside it).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from benchmarks._common import (  # noqa: E402
     format_machine,
     machine_record,
     make_reference_hf_model,
+    median,
     run_json,
     save_results,
 )
@@ -178,6 +185,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved runs of every framework (median)"
+    )
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument("--moe", action="store_true", help="random Qwen3-MoE reference config")
     ap.add_argument(
@@ -198,50 +208,66 @@ def main() -> None:
     bench_name = "model_vs_torch_moe" if args.moe else "model_vs_torch"
     common = (str(model_dir), str(args.batch), str(args.seq), str(args.repeats), args.dtype)
     print(f"model: {model_dir}  batch {args.batch} x {args.seq} tokens, {args.dtype}", flush=True)
-    raw = {"jaxrepair": run_json(JAX_CODE, *common, args.moe_impl, framework="jax")}
-    print("jaxrepair done", flush=True)
-    raw["pytorch"] = run_json(TORCH_CODE, *common, framework="torch")
-    print("pytorch done", flush=True)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    runners = {
+        "jaxrepair": lambda: run_json(JAX_CODE, *common, args.moe_impl, framework="jax"),
+        "pytorch": lambda: run_json(TORCH_CODE, *common, framework="torch"),
+    }
     if "tunix" in args.peers:
-        raw["tunix"] = run_peer("tunix", TUNIX_CODE, *common)
-        print(f"tunix {raw['tunix']['version']} done", flush=True)
-    jx = raw["jaxrepair"]
+        runners["tunix"] = lambda: run_peer("tunix", TUNIX_CODE, *common)
+    rounds: list[dict[str, dict]] = []
+    for r in range(args.rounds):
+        results_r = {}
+        for name, run in runners.items():
+            results_r[name] = run()
+            version = f" {results_r[name]['version']}" if "version" in results_r[name] else ""
+            print(f"round {r + 1}/{args.rounds}: {name}{version} done", flush=True)
+        rounds.append(results_r)
+    names = list(runners)
+    jx = rounds[-1]["jaxrepair"]
+    torch_threads = rounds[-1]["pytorch"]["threads"]
 
     tokens = args.batch * args.seq
-    peak = max(r["peak_flops"] for r in raw.values())
-    machine = machine_record({name: r["peak_flops"] for name, r in raw.items()})
+    peaks = {name: median([rd[name]["peak_flops"] for rd in rounds]) for name in names}
+    peak = max(peaks.values())
+    machine = machine_record(peaks)
     fwd_flops = jx["flops_per_token"] * tokens
     rows = {}
     for phase, mult in (("forward", 1), ("fwd_bwd", 3)):
         row = {}
-        for name, res in raw.items():
-            t = res[phase]["median_s"]
+        for name in names:
+            per_round = [rd[name][phase]["median_s"] for rd in rounds]
+            t = median(per_round)
             row[name] = {
                 "tokens_per_s": tokens / t,
                 "median_s": t,
-                "first_call_s": res[phase]["compile_s"],
+                "round_medians_s": per_round,
+                "first_call_s": median([rd[name][phase]["compile_s"] for rd in rounds]),
                 "mfu": mult * fwd_flops / t / peak,
             }
-        row["ratio_jax_over_torch"] = (
-            row["jaxrepair"]["tokens_per_s"] / row["pytorch"]["tokens_per_s"]
-        )
-        row["ratio_jaxrepair_over"] = {
-            name: row["jaxrepair"]["tokens_per_s"] / row[name]["tokens_per_s"]
-            for name in raw
+        ratios = {
+            name: [
+                rd[name][phase]["median_s"] / rd["jaxrepair"][phase]["median_s"] for rd in rounds
+            ]
+            for name in names
             if name != "jaxrepair"
         }
+        row["ratio_jax_over_torch"] = median(ratios["pytorch"])
+        row["ratio_jaxrepair_over"] = {name: median(rs) for name, rs in ratios.items()}
+        row["ratio_range"] = {name: [min(rs), max(rs)] for name, rs in ratios.items()}
         rows[phase] = row
 
     print(f"\n{format_machine(machine)}")
     print(
         f"params {jx['num_params'] / 1e6:.1f}M"
         + (f", jaxrepair moe_impl {jx['moe_impl']}" if jx["moe_impl"] else "")
-        + f", MFU against {peak / 1e9:.1f} GFLOP/s; torch threads {raw['pytorch']['threads']}"
+        + f", MFU against {peak / 1e9:.1f} GFLOP/s; torch threads {torch_threads}"
+        + (f"; median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
     )
-    caveats = {name: r["caveats"] for name, r in raw.items() if r.get("caveats")}
+    caveats = {name: r["caveats"] for name, r in rounds[-1].items() if r.get("caveats")}
     for name, notes in caveats.items():
         print(f"caveat ({name}): " + "; ".join(notes))
-    names = list(raw)
     print(
         f"{'phase':<9} {'framework':<10} {'tok/s':>9} {'median s':>9} {'MFU':>6} "
         f"{'first call s':>13} {'jaxrepair/this':>15}"
@@ -249,10 +275,14 @@ def main() -> None:
     for phase, row in rows.items():
         for name in names:
             r = row[name]
-            ratio = 1.0 if name == "jaxrepair" else row["ratio_jaxrepair_over"][name]
+            ratio, spread = 1.0, ""
+            if name != "jaxrepair":
+                ratio = row["ratio_jaxrepair_over"][name]
+                lo, hi = row["ratio_range"][name]
+                spread = f"  ({lo:.2f}-{hi:.2f})" if args.rounds > 1 else ""
             print(
                 f"{phase:<9} {name:<10} {r['tokens_per_s']:>9.1f} {r['median_s']:>9.3f} "
-                f"{r['mfu']:>6.1%} {r['first_call_s']:>13.1f} {ratio:>15.2f}"
+                f"{r['mfu']:>6.1%} {r['first_call_s']:>13.1f} {ratio:>15.2f}{spread}"
             )
     out = Path(args.out)
     results = {
@@ -267,8 +297,9 @@ def main() -> None:
         "num_params": jx["num_params"],
         "backend": jx["backend"],
         "device": jx["devices"],
+        "rounds": args.rounds,
         "phases": rows,
-        "raw": raw,
+        "raw": rounds,
     }
     path = save_results(out, bench_name, results)
     bar_chart(

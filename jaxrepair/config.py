@@ -75,7 +75,7 @@ class ModelConfig:
     remat: str = "none"  # rematerialisation policy, see jaxrepair.model.config.REMAT_POLICIES
     attention_impl: str = "auto"  # see jaxrepair.model.config.ATTENTION_IMPLS
     moe_impl: str = "auto"  # MoE grouped GEMMs, see jaxrepair.model.config.MOE_IMPLS
-    scan_layers: bool = True
+    scan_layers: bool | None = None  # unset = scanned on accelerators, unrolled on CPU
 
     def __post_init__(self) -> None:
         _choice("model", "dtype", self.dtype, DTYPES)

@@ -73,7 +73,8 @@ def xla_step_bytes(
     pdtype: str = "float32",
 ) -> int:
     """Per-device bytes XLA assigns to the Trainer's compiled step for this configuration."""
-    cfg = Qwen3Config.preset(preset, remat=remat, attention_impl=impl)
+    # the planner models the scanned layers accelerators run (CPU would unroll remat=none)
+    cfg = Qwen3Config.preset(preset, remat=remat, attention_impl=impl, scan_layers=True)
     m = make_mesh(mesh or {"fsdp": -1})
     chunk = min(DEFAULT_CHUNK, seq)
     if kind == "sft":
@@ -167,7 +168,7 @@ def xla_generate_bytes(impl: str, prompt: int, pdtype: str, batch: int = 16, new
     from jaxrepair.model import sampler
     from jaxrepair.model.sharding import param_shardings
 
-    cfg = Qwen3Config.preset("toy", attention_impl=impl)
+    cfg = Qwen3Config.preset("toy", attention_impl=impl, scan_layers=True)
     mesh = make_mesh({"fsdp": -1})
     shapes = param_shapes(cfg, jnp.dtype(pdtype))
     params = jax.tree.map(

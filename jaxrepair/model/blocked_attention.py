@@ -99,25 +99,30 @@ def _backward(bq, res, dout):
     dot = dout.reshape(b, t, kh, n // kh, h).transpose(0, 2, 3, 1, 4)
     ot = out.reshape(b, t, kh, n // kh, h).transpose(0, 2, 3, 1, 4)
     delta = jnp.sum(dot.astype(F32) * ot.astype(F32), axis=-1)  # rowsum(dO * O): [B,K,G,T]
+    blocks = _blocks(t, bq)
     dqs = []
-    dk = jnp.zeros(kt.shape, F32)
-    dv = jnp.zeros(vt.shape, F32)
-    for start, stop in _blocks(t, bq):
+    dks, dvs = [], []  # per query block: contributions to keys 0..stop
+    for start, stop in blocks:
         qb, db = qt[:, :, :, start:stop], dot[:, :, :, start:stop]
         s = jnp.where(_visible(start, stop, mask), _scores(qb, kt, stop, scale), _NEG)
         p = jnp.exp(s - lse[..., start:stop, None])
-        dv = dv.at[:, :, :stop].add(
+        dvs.append(
             jnp.einsum("bkgqs,bkgqh->bksh", p.astype(v.dtype), db, preferred_element_type=F32)
         )
         dp = jnp.einsum("bkgqh,bksh->bkgqs", db, vt[:, :, :stop], preferred_element_type=F32)
         ds = (p * (dp - delta[..., start:stop, None]) * scale).astype(q.dtype)
         dqs.append(jnp.einsum("bkgqs,bksh->bkgqh", ds, kt[:, :, :stop], preferred_element_type=F32))
-        dk = dk.at[:, :, :stop].add(
-            jnp.einsum("bkgqs,bkgqh->bksh", ds, qb, preferred_element_type=F32)
+        dks.append(jnp.einsum("bkgqs,bkgqh->bksh", ds, qb, preferred_element_type=F32))
+
+    def gather_keys(parts):
+        # key block j collects the query blocks i >= j that read it: one pass, no padding
+        return jnp.concatenate(
+            [sum(c[:, :, ks:ke] for c in parts[j:]) for j, (ks, ke) in enumerate(blocks)], axis=2
         )
+
     dq = jnp.concatenate(dqs, axis=3).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
-    dk = dk.transpose(0, 2, 1, 3)
-    dv = dv.transpose(0, 2, 1, 3)
+    dk = gather_keys(dks).transpose(0, 2, 1, 3)
+    dv = gather_keys(dvs).transpose(0, 2, 1, 3)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 

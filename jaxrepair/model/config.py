@@ -50,7 +50,8 @@ class Qwen3Config:
     remat: str = "none"
     attention_impl: str = "auto"
     moe_impl: str = "auto"
-    scan_layers: bool = True
+    # None = the backend's choice: scanned on accelerators, unrolled on CPU (qwen3.scans_layers)
+    scan_layers: bool | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -80,6 +81,8 @@ class Qwen3Config:
             )
         if self.moe_impl not in MOE_IMPLS:
             raise ConfigError(f"moe_impl={self.moe_impl!r}; choose one of {MOE_IMPLS}")
+        if self.scan_layers not in (True, False, None):
+            raise ConfigError(f"scan_layers={self.scan_layers!r}; choose true, false or none")
         rope = self.rope_scaling_dict
         if rope is not None:
             kind = rope.get("rope_type", rope.get("type", "default"))

@@ -31,7 +31,7 @@ from jaxrepair.model.attention import (
 from jaxrepair.model.config import ConfigError, Qwen3Config
 from jaxrepair.model.moe import moe
 from jaxrepair.model.param_table import dim_sizes, params_of
-from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings
+from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings, runs_on_cpu
 
 Params = dict[str, Any]
 KVCache = list[dict[str, jax.Array]]  # per layer {"k": [B, K, H, S], "v": [B, K, S, H]}
@@ -91,15 +91,17 @@ def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
     return idx - jax.lax.cummax(starts, axis=1)
 
 
-def _remat(fn, policy: str):
+def _remat(fn, policy: str, scanned: bool):
+    """`fn` under the remat policy. Outside a scan the recomputation must keep JAX's CSE
+    barrier (prevent_cse), or XLA merges it with the forward and keeps every activation."""
     if policy == "none":
         return fn
     if policy == "full":
-        return jax.checkpoint(fn, prevent_cse=False)
+        return jax.checkpoint(fn, prevent_cse=not scanned)
     if policy == "save_dots":
         return jax.checkpoint(
             fn,
-            prevent_cse=False,
+            prevent_cse=not scanned,
             policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
         )
     raise ConfigError(f"unknown remat policy {policy!r}")
@@ -159,9 +161,24 @@ def _layer(cfg: Qwen3Config, mesh, cos, sin, mask, segment_ids, x, lp):
     return _decoder_layer(cfg, lp, x, cos, sin, mesh, attend)[0]
 
 
-def _run_layers(cfg: Qwen3Config, layers: Params, x, step_fn, xs_extra=None):
+def scans_layers(cfg: Qwen3Config, mesh: Mesh | None) -> bool:
+    """Whether `forward` and `prefill_cache` run the layers under `jax.lax.scan`.
+
+    `cfg.scan_layers` when set. Unset, scanned on accelerators (compile time independent of
+    depth) and unrolled on XLA:CPU without remat, where the scan's backward stacks each
+    layer's residuals and weight gradients through zero-filled buffers and
+    dynamic-update-slice copies, and slices them back out: unrolled, the 58M reference
+    fwd+bwd ran 5-11% faster there (docs/decisions.md, model). With a remat policy the scan
+    stays: its loop boundary is what keeps XLA from holding every layer's activations.
+    """
+    if cfg.scan_layers is not None:
+        return cfg.scan_layers
+    return not (runs_on_cpu(mesh) and cfg.remat == "none")
+
+
+def _run_layers(cfg: Qwen3Config, scan: bool, layers: Params, x, step_fn, xs_extra=None):
     """Apply step_fn(x, layer_params, extra) -> (x, out) over the stacked layers."""
-    if cfg.scan_layers:
+    if scan:
         return jax.lax.scan(lambda c, p: step_fn(c, *p), x, (layers, xs_extra))
     outs = []
     for i in range(cfg.num_hidden_layers):
@@ -227,8 +244,9 @@ def forward(
     mask = None if segment_ids is None or flash else segment_causal_mask(segment_ids)
     kernel_segments = segment_ids if flash else None
 
-    layer = _remat(partial(_layer, cfg, mesh, cos, sin, mask, kernel_segments), cfg.remat)
-    x, _ = _run_layers(cfg, params["layers"], x, lambda c, lp, _e: (layer(c, lp), None))
+    scanned = scans_layers(cfg, mesh)
+    layer = _remat(partial(_layer, cfg, mesh, cos, sin, mask, kernel_segments), cfg.remat, scanned)
+    x, _ = _run_layers(cfg, scanned, params["layers"], x, lambda c, lp, _e: (layer(c, lp), None))
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     if return_hidden:
         return x
@@ -295,9 +313,9 @@ def prefill_cache(
     [B, T, vocab] array). key_valid [B, T] is False at padding; each token attends causally
     to the valid ones before it with the configured kernel (e.g. "blocked").
 
-    The layers run as in `forward` (scanned unless `cfg.scan_layers` is off), so one layer's
-    activations are live at a time and compile time does not grow with depth; the per-layer
-    caches come out of the scan once and are padded to `length`.
+    The layers run as in `forward` (`scans_layers`). Scanned, one layer's activations are
+    live at a time and compile time does not grow with depth; the per-layer caches come out
+    of the scan once and are padded to `length`.
     """
     b, t = tokens.shape
     x = constrain(jnp.take(params["embed"], tokens, axis=0), _ACT_BTD, mesh)
@@ -310,7 +328,9 @@ def prefill_cache(
     def step(x, lp):
         return _decoder_layer(cfg, lp, x, cos, sin, mesh, attend)
 
-    _, (ks, vs) = _run_layers(cfg, params["layers"], x, lambda c, lp, _e: step(c, lp))
+    _, (ks, vs) = _run_layers(
+        cfg, scans_layers(cfg, mesh), params["layers"], x, lambda c, lp, _e: step(c, lp)
+    )
     grow = length - t
     return [
         {

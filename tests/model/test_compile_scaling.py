@@ -1,4 +1,5 @@
-"""Compile time must not grow with depth: the layers are one scanned body, not unrolled."""
+"""Compile time must not grow with depth when the layers are one scanned body (the default on
+accelerators; CPU unrolls them unless `scan_layers` is set, see `qwen3.scans_layers`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def _lowered(cfg: Qwen3Config):
 
 
 def test_program_size_and_compile_time_independent_of_depth(capsys):
-    base = Qwen3Config.preset("tiny", hidden_size=128, intermediate_size=256, num_attention_heads=8)
+    base = Qwen3Config.preset(
+        "tiny", hidden_size=128, intermediate_size=256, num_attention_heads=8, scan_layers=True
+    )
     results = {}
     for layers in (2, 16):
         cfg = base.replace(num_hidden_layers=layers)
@@ -31,8 +34,30 @@ def test_program_size_and_compile_time_independent_of_depth(capsys):
     # an unrolled variant must be visibly larger, or the proxy proves nothing
     unrolled = len(_lowered(base.replace(num_hidden_layers=16, scan_layers=False)).as_text())
     assert unrolled > 4 * n16
+    # unset, this CPU backend unrolls them
+    cpu_default = len(_lowered(base.replace(num_hidden_layers=16, scan_layers=None)).as_text())
+    assert cpu_default == unrolled
     with capsys.disabled():
         print(
             f"\n[compile] forward, 2 layers: {t2:.2f}s, 16 layers: {t16:.2f}s "
             f"(ratio {t16 / t2:.2f}x; program text {n2} vs {n16} chars, unrolled {unrolled})"
         )
+
+
+def test_cpu_default_unrolls_only_without_remat():
+    """Unset `scan_layers` unrolls on CPU only with remat "none": XLA:CPU drops the remat of
+    unrolled layers (the step keeps nearly every activation), so a remat policy keeps the
+    scan. XLA's own buffer assignment of the fwd+bwd program is the oracle."""
+    base = Qwen3Config.preset(
+        "tiny", hidden_size=128, intermediate_size=512, num_attention_heads=4, num_hidden_layers=6
+    )
+    tokens = jax.ShapeDtypeStruct((4, 256), jnp.int32)
+
+    def temp_bytes(cfg: Qwen3Config) -> int:
+        grad = jax.jit(jax.grad(lambda p, t: forward(p, cfg, t).mean()))
+        return grad.lower(param_shapes(cfg), tokens).compile().memory_analysis().temp_size_in_bytes
+
+    none = temp_bytes(base.replace(remat="none"))
+    full = temp_bytes(base.replace(remat="full"))
+    assert full < 0.5 * none, (full, none)
+    assert full == temp_bytes(base.replace(remat="full", scan_layers=True))
