@@ -176,15 +176,25 @@ def scans_layers(cfg: Qwen3Config, mesh: Mesh | None) -> bool:
     return not (runs_on_cpu(mesh) and cfg.remat == "none")
 
 
+def _layer_slices(layers: Params, n: int) -> list[Params]:
+    """The stacked layers as n per-layer trees, by `lax.split`: its transpose concatenates the
+    per-layer gradients into the stacked one in one pass, where indexing (`a[i]`) transposes
+    to a zero-padded full-size add per layer (on XLA:CPU a pad + add over every expert's
+    weights for each layer of an MoE model)."""
+    leaves, treedef = jax.tree.flatten(layers)
+    parts = [jax.lax.split(a, (1,) * n) for a in leaves]
+    return [treedef.unflatten([jnp.squeeze(p[i], 0) for p in parts]) for i in range(n)]
+
+
 def _run_layers(cfg: Qwen3Config, scan: bool, layers: Params, x, step_fn, xs_extra=None):
     """Apply step_fn(x, layer_params, extra) -> (x, out) over the stacked layers."""
     if scan:
         return jax.lax.scan(lambda c, p: step_fn(c, *p), x, (layers, xs_extra))
     outs = []
+    per_layer = _layer_slices(layers, cfg.num_hidden_layers)
     for i in range(cfg.num_hidden_layers):
-        lp = jax.tree.map(lambda a, i=i: a[i], layers)
         extra = None if xs_extra is None else jax.tree.map(lambda a, i=i: a[i], xs_extra)
-        x, out = step_fn(x, lp, extra)
+        x, out = step_fn(x, per_layer[i], extra)
         outs.append(out)
     stacked = None if outs[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
     return x, stacked
