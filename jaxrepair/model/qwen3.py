@@ -4,9 +4,10 @@ Params layout: `jaxrepair.model.param_table` (stacked layers, leading axis = lay
 projections stored [in, out] with the head axes explicit so tensor parallelism splits whole
 heads).
 
-The decoder layers run under `jax.lax.scan`, so compile time does not grow with depth, with an
-optional rematerialisation policy (`Qwen3Config.remat`); a decode step (`decode_step`) runs
-them unrolled over per-layer weights instead (see `unstack_layers`).
+The decoder layers run under `jax.lax.scan` on accelerators, so compile time does not grow with
+depth, with an optional rematerialisation policy (`Qwen3Config.remat`); XLA:CPU runs them
+unrolled when nothing is rematerialised (`scans_layers`). A decode step (`decode_step`) runs
+them unrolled over per-layer weights (see `unstack_layers`).
 """
 
 from __future__ import annotations
