@@ -177,22 +177,12 @@ def scans_layers(cfg: Qwen3Config, mesh: Mesh | None) -> bool:
     return not (runs_on_cpu(mesh) and cfg.remat == "none")
 
 
-def _layer_slices(layers: Params, n: int) -> list[Params]:
-    """The stacked layers as n per-layer trees, by `lax.split`: its transpose concatenates the
-    per-layer gradients into the stacked one in one pass, where indexing (`a[i]`) transposes
-    to a zero-padded full-size add per layer (on XLA:CPU a pad + add over every expert's
-    weights for each layer of an MoE model)."""
-    leaves, treedef = jax.tree.flatten(layers)
-    parts = [jax.lax.split(a, (1,) * n) for a in leaves]
-    return [treedef.unflatten([jnp.squeeze(p[i], 0) for p in parts]) for i in range(n)]
-
-
 def _run_layers(cfg: Qwen3Config, scan: bool, layers: Params, x, step_fn, xs_extra=None):
     """Apply step_fn(x, layer_params, extra) -> (x, out) over the stacked layers."""
     if scan:
         return jax.lax.scan(lambda c, p: step_fn(c, *p), x, (layers, xs_extra))
     outs = []
-    per_layer = _layer_slices(layers, cfg.num_hidden_layers)
+    per_layer = unstack_layers(layers)
     for i in range(cfg.num_hidden_layers):
         extra = None if xs_extra is None else jax.tree.map(lambda a, i=i: a[i], xs_extra)
         x, out = step_fn(x, per_layer[i], extra)
@@ -266,14 +256,20 @@ def forward(
 
 # ----------------------------------------------------------------------------- KV cache path
 def unstack_layers(layers: Params) -> list[Params]:
-    """The stacked [L, ...] layer parameters as a list of per-layer trees (static slices).
+    """The stacked [L, ...] layer parameters as a list of per-layer trees.
 
-    The cached paths run their layers unrolled over these: XLA:CPU copies a layer's weights
-    out of the stack at every use, so a decode loop slices them once per call, before the
-    loop (`generate`), or the caller holds them unstacked (the rollout engine).
+    Everything that runs layers unrolled takes them from here. XLA:CPU copies a layer's
+    weights out of the stack at every use, so a decode loop slices them once per call, before
+    the loop (`generate`), or the caller holds them unstacked (the rollout engine). The slices
+    come from `lax.split`, whose transpose concatenates the per-layer gradients of an unrolled
+    `forward` into the stacked one in one pass; indexing (`a[i]`) transposes to a zero-padded
+    full-size add per layer (on XLA:CPU a pad + add over every expert's weights for each
+    layer of an MoE model).
     """
-    count = jax.tree.leaves(layers)[0].shape[0]
-    return [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(count)]
+    leaves, treedef = jax.tree.flatten(layers)
+    count = leaves[0].shape[0]
+    parts = [jax.lax.split(a, (1,) * count) for a in leaves]
+    return [treedef.unflatten([jnp.squeeze(p[i], 0) for p in parts]) for i in range(count)]
 
 
 def _cache_layouts(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
