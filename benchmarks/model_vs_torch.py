@@ -203,13 +203,13 @@ def main() -> None:
         help=f"comma-separated peer frameworks to add, from {','.join(PEERS)}",
     )
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
 
     model_dir = Path(args.model) if args.model else make_reference_hf_model(moe=args.moe)
     bench_name = "model_vs_torch_moe" if args.moe else "model_vs_torch"
     common = (str(model_dir), str(args.batch), str(args.seq), str(args.repeats), args.dtype)
     print(f"model: {model_dir}  batch {args.batch} x {args.seq} tokens, {args.dtype}", flush=True)
-    if args.rounds < 1:
-        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     runners = {
         "jaxrepair": lambda: run_json(JAX_CODE, *common, args.moe_impl, framework="jax"),
         "pytorch": lambda: run_json(TORCH_CODE, *common, framework="torch"),
