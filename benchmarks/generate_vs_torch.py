@@ -15,7 +15,12 @@ cores and each framework's own fp32 matmul peak.
 
     python benchmarks/generate_vs_torch.py [--model HF_DIR] [--batch 8] [--prompt-len 64]
         [--new-tokens 128] [--repeats 5] [--dtype float32] [--out runs/bench]
-        [--peers tunix,vllm]
+        [--peers tunix,vllm] [--rounds 3]
+
+`--rounds N` runs every framework N times, interleaved (jaxrepair, pytorch, peers, then
+again), so a machine whose speed drifts during the run slows every framework alike: the table
+shows each framework's median over the rounds, and each ratio is the median of the N
+per-round ratios (their range is printed beside it).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from benchmarks._common import (  # noqa: E402
     format_machine,
     machine_record,
     make_reference_hf_model,
+    median,
     run_json,
     save_results,
 )
@@ -214,6 +220,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved runs of every framework (median)"
+    )
     ap.add_argument("--out", default="runs/bench")
     ap.add_argument(
         "--peers",
@@ -222,8 +231,8 @@ def main() -> None:
         help=f"comma-separated peer frameworks to add, from {','.join(PEERS)}",
     )
     args = ap.parse_args()
-    if min(args.batch, args.prompt_len, args.new_tokens, args.repeats) < 1:
-        ap.error("--batch, --prompt-len, --new-tokens and --repeats must be >= 1")
+    if min(args.batch, args.prompt_len, args.new_tokens, args.repeats, args.rounds) < 1:
+        ap.error("--batch, --prompt-len, --new-tokens, --repeats and --rounds must be >= 1")
 
     model_dir = Path(args.model) if args.model else make_reference_hf_model(seed=args.seed)
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
@@ -238,37 +247,53 @@ def main() -> None:
         f"{args.new_tokens} new tokens greedy, {args.dtype}",
         flush=True,
     )
-    raw = {"jaxrepair": run_json(JAX_CODE, *common, framework="jax")}
-    print("jaxrepair done", flush=True)
-    raw["pytorch"] = run_json(TORCH_CODE, *common, framework="torch")
-    print("pytorch done", flush=True)
+    runners = {
+        "jaxrepair": lambda: run_json(JAX_CODE, *common, framework="jax"),
+        "pytorch": lambda: run_json(TORCH_CODE, *common, framework="torch"),
+    }
     for peer in args.peers:
-        raw[peer] = run_peer(peer, TUNIX_CODE if peer == "tunix" else VLLM_CODE, *common)
-        print(f"{peer} {raw[peer]['version']} done", flush=True)
+        code = TUNIX_CODE if peer == "tunix" else VLLM_CODE
+        runners[peer] = lambda peer=peer, code=code: run_peer(peer, code, *common)
+    rounds: list[dict[str, dict]] = []
+    for r in range(args.rounds):
+        raw_r = {}
+        for name, run in runners.items():
+            raw_r[name] = run()
+            version = f" {raw_r[name]['version']}" if "version" in raw_r[name] else ""
+            print(f"round {r + 1}/{args.rounds}: {name}{version} done", flush=True)
+        rounds.append(raw_r)
+    raw = rounds[-1]  # tokens, versions, caveats: the same every round
     jx, pt = raw["jaxrepair"], raw["pytorch"]
-    machine = machine_record({name: r["peak_flops"] for name, r in raw.items()})
+    peaks = {name: median([rd[name]["peak_flops"] for rd in rounds]) for name in runners}
+    machine = machine_record(peaks)
 
     new = args.batch * args.new_tokens
     rows = {}
-    for name, res in raw.items():
+    for name in runners:
+        median_s = median([rd[name]["median_s"] for rd in rounds])
+        first_s = median([rd[name]["first_call_s"] for rd in rounds])
+        times = [t for rd in rounds for t in rd[name]["times"]]
         rows[name] = {
-            "tokens_per_s": new / res["median_s"],
-            "median_s": res["median_s"],
-            "first_call_s": res["first_call_s"],
-            "compile_s": max(0.0, res["first_call_s"] - res["median_s"]),
+            "tokens_per_s": new / median_s,
+            "median_s": median_s,
+            "round_medians_s": [rd[name]["median_s"] for rd in rounds],
+            "first_call_s": first_s,
+            "compile_s": max(0.0, first_s - median_s),
             # the least-disturbed run: on a shared machine the median carries others' load
-            "best_tokens_per_s": new / min(res["times"]),
-            "times": res["times"],
+            "best_tokens_per_s": new / min(times),
+            "times": times,
         }
     ours = rows["jaxrepair"]
-    ratios = {
-        name: {
-            "median": ours["tokens_per_s"] / r["tokens_per_s"],
-            "best_run": ours["best_tokens_per_s"] / r["best_tokens_per_s"],
+    ratios = {}
+    for name in runners:
+        if name == "jaxrepair":
+            continue
+        per_round = [rd[name]["median_s"] / rd["jaxrepair"]["median_s"] for rd in rounds]
+        ratios[name] = {
+            "median": median(per_round),
+            "range": [min(per_round), max(per_round)],
+            "best_run": ours["best_tokens_per_s"] / rows[name]["best_tokens_per_s"],
         }
-        for name, r in rows.items()
-        if name != "jaxrepair"
-    }
     # every framework's greedy tokens against PyTorch's (the reference implementation)
     agree = {
         name: agreement(np.asarray(pt["tokens"]), np.asarray(res["tokens"]))
@@ -280,6 +305,7 @@ def main() -> None:
     print(
         f"params {jx['num_params'] / 1e6:.1f}M  backend {jx['backend']} ({jx['device']}), "
         f"torch threads {pt['threads']}"
+        + (f"; median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
     )
     print(
         f"{'':<10} {'new tok/s':>10} {'median s':>9} {'first call s':>13} {'compile s':>10} "
@@ -288,10 +314,13 @@ def main() -> None:
     for name, r in rows.items():
         ratio = ratios[name]["median"] if name in ratios else 1.0
         match = f"{agree[name]['token_match']:.1%}" if name in agree else "-"
+        spread = ""
+        if name in ratios and args.rounds > 1:
+            spread = "  ({:.2f}-{:.2f})".format(*ratios[name]["range"])
         print(
             f"{name:<10} {r['tokens_per_s']:>10.1f} {r['median_s']:>9.3f} "
             f"{r['first_call_s']:>13.2f} {r['compile_s']:>10.2f} {r['best_tokens_per_s']:>11.1f} "
-            f"{ratio:>15.2f} {match:>15}"
+            f"{ratio:>15.2f} {match:>15}{spread}"
         )
     caveats = {name: r["caveats"] for name, r in raw.items() if r.get("caveats")}
     for name, notes in caveats.items():
@@ -310,6 +339,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "dtype": args.dtype,
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "num_params": jx["num_params"],
         "backend": jx["backend"],
         "device": jx["device"],
@@ -319,6 +349,10 @@ def main() -> None:
         "jax_compiles": jx["compiles"],
         "versions": {name: r["version"] for name, r in raw.items() if "version" in r},
         "results": rows,
+        "raw": [
+            {n: {k: v for k, v in r.items() if k != "tokens"} for n, r in rd.items()}
+            for rd in rounds
+        ],
         "ratio_jax_over_torch": ratios["pytorch"]["median"],
         "ratio_best_runs": ratios["pytorch"]["best_run"],
         "ratios_jaxrepair_over": ratios,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -136,10 +137,17 @@ def init_adapters(
 ) -> Adapters:
     """A uniform(+-1/sqrt(fan_in)), B zero (so the model starts as the base), fp32; created
     directly in their sharding when `mesh` is given."""
+    return _init_program(cfg, lora, mesh)(key)
+
+
+@lru_cache(maxsize=32)
+def _init_program(cfg: Qwen3Config, lora: LoraConfig, mesh: Mesh | None):
+    """One jitted init per (config, LoRA config, mesh): a fresh `jax.jit` per call compiled
+    again every time."""
+    fn = partial(_init, cfg, lora)
     if mesh is None:
-        return jax.jit(lambda k: _init(cfg, lora, k))(key)
-    shardings = adapter_shardings(cfg, lora, mesh)
-    return jax.jit(lambda k: _init(cfg, lora, k), out_shardings=shardings)(key)
+        return jax.jit(fn)
+    return jax.jit(fn, out_shardings=adapter_shardings(cfg, lora, mesh))
 
 
 def delta(p: ParamSpec, a: jax.Array, b: jax.Array, scale: float, dtype) -> jax.Array:

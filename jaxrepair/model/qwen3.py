@@ -12,7 +12,7 @@ them unrolled over per-layer weights (see `unstack_layers`).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -76,12 +76,19 @@ def init_params(
     cfg: Qwen3Config, key: jax.Array, mesh: Mesh | None = None, dtype=jnp.float32
 ) -> Params:
     """Random parameters (normal, std 0.02; norms 1), created directly in their sharding."""
+    if mesh is not None:
+        check_mesh_fits(cfg, mesh)
+    return _init_program(cfg, jnp.dtype(dtype), mesh)(key)
+
+
+@lru_cache(maxsize=32)
+def _init_program(cfg: Qwen3Config, dtype: np.dtype, mesh: Mesh | None):
+    """One jitted init per (config, dtype, mesh). A fresh `jax.jit` per call compiled again
+    every time: seconds on XLA:CPU, where each tensor's threefry draw is its own kernel."""
     fn = partial(_init, cfg, dtype)
     if mesh is None:
-        return jax.jit(fn)(key)
-    check_mesh_fits(cfg, mesh)
-    shardings = param_shardings(param_shapes(cfg, dtype), mesh)
-    return jax.jit(fn, out_shardings=shardings)(key)
+        return jax.jit(fn)
+    return jax.jit(fn, out_shardings=param_shardings(param_shapes(cfg, dtype), mesh))
 
 
 def positions_from_segments(segment_ids: jax.Array) -> jax.Array:

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -311,6 +312,24 @@ def shard_digests(tree: Any) -> dict[str, list[str]]:
 
 
 # ----------------------------------------------------------------------------- metrics
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports torch whenever it is installed (only to accept torch tensors): seconds
+    of import and torch's thread pools in the trainer's process, beside XLA's. Unless torch is
+    already loaded, its import is refused (None in sys.modules) while tensorboardX loads."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsLogger:
     """metrics.jsonl + TensorBoard (tensorboardX) + a tqdm progress bar, on process 0 only.
 
@@ -346,9 +365,7 @@ class MetricsLogger:
             self.jsonl = open(self.path, "a")  # noqa: SIM115
         if tensorboard:
             try:
-                from tensorboardX import SummaryWriter
-
-                self.tb = SummaryWriter(str(self.out_dir / "tb"))
+                self.tb = _summary_writer_class()(str(self.out_dir / "tb"))
             except ImportError:  # pragma: no cover - tensorboardX is a dependency
                 log.warning("tensorboardX not installed; TensorBoard logging is off")
             except Exception as e:  # noqa: BLE001 - e.g. a storage scheme it cannot write

@@ -18,6 +18,9 @@ from jaxrepair.model.lora import (
 from jaxrepair.model.sharding import param_shardings
 
 LORA = LoraConfig(enabled=True, rank=4, alpha=8.0)
+# jitted: op-by-op dispatch of the whole model compiles every op on its own
+_forward = jax.jit(forward, static_argnums=1)
+_merge = jax.jit(merge, static_argnums=(2, 3))
 
 
 def _setup(preset: str, lora: LoraConfig = LORA, seed: int = 0):
@@ -58,11 +61,11 @@ def test_zero_b_is_the_base_exactly():
     ad = init_adapters(cfg, LORA, jax.random.key(1))
     assert all(not np.any(np.asarray(ab["b"])) for ab in ad["layers"].values())
     assert all(np.any(np.asarray(ab["a"])) for ab in ad["layers"].values())
-    merged = merge(base, ad, cfg, LORA)
+    merged = _merge(base, ad, cfg, LORA)
     for x, y in zip(jax.tree.leaves(merged), jax.tree.leaves(base), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     tokens = jnp.arange(10)[None] % cfg.vocab_size
-    np.testing.assert_array_equal(forward(merged, cfg, tokens), forward(base, cfg, tokens))
+    np.testing.assert_array_equal(_forward(merged, cfg, tokens), _forward(base, cfg, tokens))
 
 
 @pytest.mark.parametrize("preset", ["tiny", pytest.param("tiny-moe", marks=pytest.mark.slow)])
@@ -70,10 +73,10 @@ def test_lora_forward_equals_numpy_merged_dense_forward(preset):
     cfg, base, ad, tokens = _setup(preset)
     ours = jax.jit(lambda b, a: forward(merge(b, a, cfg, LORA), cfg, tokens))(base, ad)
     ref_params = jax.tree.map(jnp.asarray, _numpy_merge(base, ad, LORA.alpha / LORA.rank))
-    ref = forward(ref_params, cfg, tokens)
+    ref = _forward(ref_params, cfg, tokens)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5, rtol=1e-5)
     # and the adapters did change the model
-    assert np.abs(np.asarray(ref) - np.asarray(forward(base, cfg, tokens))).max() > 1e-3
+    assert np.abs(np.asarray(ref) - np.asarray(_forward(base, cfg, tokens))).max() > 1e-3
 
 
 def test_adapter_layout_follows_the_parameter_table():
@@ -102,13 +105,13 @@ def test_gradients_reach_only_the_adapters():
         logits = forward(merge(b, a, cfg, LORA), cfg, tokens)
         return jnp.mean(jax.nn.log_softmax(logits)[..., 5])
 
-    g_base, g_ad = jax.grad(loss, argnums=(0, 1))(base, ad)
+    g_base, g_ad = jax.jit(jax.grad(loss, argnums=(0, 1)))(base, ad)
     assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(g_base))
     assert all(np.any(np.asarray(g)) for g in jax.tree.leaves(g_ad))
     # the adapter gradient is the chain rule through the merged weight: dL/dA = s dL/dW B^T
-    g_w = jax.grad(lambda p: jnp.mean(jax.nn.log_softmax(forward(p, cfg, tokens))[..., 5]))(
-        merge(base, ad, cfg, LORA)
-    )
+    g_w = jax.jit(
+        jax.grad(lambda p: jnp.mean(jax.nn.log_softmax(forward(p, cfg, tokens))[..., 5]))
+    )(_merge(base, ad, cfg, LORA))
     s = LORA.alpha / LORA.rank
     gw_q = np.asarray(g_w["layers"]["q_proj"]).reshape(2, 64, -1)
     b_q = np.asarray(ad["layers"]["q_proj"]["b"]).reshape(2, 4, -1)
@@ -119,12 +122,12 @@ def test_gradients_reach_only_the_adapters():
 def test_dropout_drops_input_features_of_a_and_only_with_an_rng():
     lora = LoraConfig(enabled=True, rank=4, alpha=8.0, dropout=0.5)
     cfg, base, ad, _ = _setup("tiny", lora)
-    no_rng = merge(base, ad, cfg, lora)
+    no_rng = _merge(base, ad, cfg, lora)
     ref = _numpy_merge(base, ad, lora.alpha / lora.rank)
     np.testing.assert_allclose(
         np.asarray(no_rng["layers"]["q_proj"]), ref["layers"]["q_proj"], atol=1e-6
     )
-    a1 = merge(base, ad, cfg, lora, rng=jax.random.key(3))
+    a1 = jax.jit(lambda b, a, r: merge(b, a, cfg, lora, rng=r))(base, ad, jax.random.key(3))
     d = np.asarray(a1["layers"]["q_proj"]) - np.asarray(base["layers"]["q_proj"])
     rows_zero = np.all(d.reshape(2, 64, -1) == 0, axis=-1)
     assert 0.2 < rows_zero.mean() < 0.8  # about half of the input features dropped
