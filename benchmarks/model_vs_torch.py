@@ -5,9 +5,13 @@ ratio jaxrepair/PyTorch comes from the same run, and model FLOP/s is reported as
 the best measured matmul peak (MFU). Every result records the machine: CPU model, vendor,
 cores, and each framework's own fp32 matmul peak.
 
+fwd+bwd is one training step's gradient of the next-token loss over B x T tokens, each
+framework with the loss its own trainer uses: jaxrepair's SFT loss (`chunked_cross_entropy`),
+transformers' `labels=` loss, Tunix's PeftTrainer default.
+
 `--peers tunix` adds Google's Tunix (its own Qwen3 in flax nnx, the same safetensors, its own
-venv made on first use: benchmarks/_peers.py) with the same loss; ratios are jaxrepair over
-each framework, from the same run.
+venv made on first use: benchmarks/_peers.py); ratios are jaxrepair over each framework, from
+the same run.
 
     python benchmarks/model_vs_torch.py [--model HF_DIR] [--batch 4] [--seq 512] [--repeats 5]
     python benchmarks/model_vs_torch.py --moe     # the Qwen3-MoE reference (8 experts, top 2)
@@ -51,6 +55,7 @@ import json, sys, time, statistics
 import jax, jax.numpy as jnp, numpy as np
 from jaxrepair.model import load_hf, forward
 from jaxrepair.model.moe import resolve_impl
+from jaxrepair.train.losses import chunked_cross_entropy
 model_dir, batch, seq, repeats, dtype, moe_impl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
 
@@ -60,10 +65,12 @@ tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, size=(
 
 fwd = jax.jit(lambda p, t: forward(p, cfg, t))
 
+# the SFT trainer's loss: next-token cross-entropy over B x (T - 1) targets
+targets = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
+mask = jnp.ones(tokens.shape, jnp.float32).at[:, -1].set(0.0)
+
 def loss_fn(p, t):
-    logits = forward(p, cfg, t[:, :-1])
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, t[:, 1:, None], axis=-1).mean()
+    return chunked_cross_entropy(p, cfg, t, None, None, targets, mask)[0]
 
 grad = jax.jit(jax.value_and_grad(loss_fn))
 
@@ -75,6 +82,7 @@ for name, fn in (("forward", fwd), ("fwd_bwd", grad)):
     compile_s = timed(fn, params, tokens)
     ts = [timed(fn, params, tokens) for _ in range(repeats)]
     res[name] = {"compile_s": compile_s, "median_s": statistics.median(ts), "times": ts}
+res["loss"] = float(grad(params, tokens)[0])
 res["peak_flops"] = matmul_peak()
 res["num_params"] = cfg.num_params()
 res["flops_per_token"] = cfg.flops_per_token(seq)
@@ -106,13 +114,12 @@ def run_fwd():
         model(input_ids=tokens).logits
     sync()
 
-def run_bwd():
+def run_bwd():  # transformers' own causal-LM loss (shifted inside, as its Trainer runs it)
     model.zero_grad(set_to_none=True)
-    out = model(input_ids=tokens[:, :-1])
-    logp = torch.log_softmax(out.logits.float(), dim=-1)
-    loss = -logp.gather(-1, tokens[:, 1:, None]).mean()
+    loss = model(input_ids=tokens, labels=tokens).loss
     loss.backward()
     sync()
+    return float(loss)
 
 def timed(fn):
     t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
@@ -123,6 +130,7 @@ for name, fn in (("forward", run_fwd), ("fwd_bwd", run_bwd)):
     warm = timed(fn)
     ts = [timed(fn) for _ in range(repeats)]
     res[name] = {"compile_s": warm, "median_s": statistics.median(ts), "times": ts}
+res["loss"] = run_bwd()
 res["peak_flops"] = matmul_peak()
 res["threads"] = torch.get_num_threads()
 print(json.dumps(res))
@@ -138,6 +146,7 @@ TUNIX_CODE = (
 import importlib.metadata, json, sys, time, statistics
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
+from tunix.sft.peft_trainer import _default_loss_fn
 model_dir, batch, seq, repeats, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 model, cfg, caveats = load_tunix(model_dir, dtype)
 graphdef, state = nnx.split(model)
@@ -150,9 +159,11 @@ def logits_of(state, t):
     mask = jnp.broadcast_to(jnp.tril(jnp.ones((n, n), bool)), (b, n, n))
     return m(t, positions, None, mask)[0]
 
-def loss_fn(state, t):
-    logp = jax.nn.log_softmax(logits_of(state, t[:, :-1]).astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, t[:, 1:, None], axis=-1).mean()
+def loss_fn(state, t):  # Tunix's own SFT loss (PeftTrainer's default)
+    b, n = t.shape
+    positions = jnp.broadcast_to(jnp.arange(n), (b, n))
+    mask = jnp.broadcast_to(jnp.tril(jnp.ones((n, n), bool)), (b, n, n))
+    return _default_loss_fn(nnx.merge(graphdef, state), t, jnp.ones((b, n), bool), positions, mask)
 
 fwd = jax.jit(logits_of)
 grad = jax.jit(jax.value_and_grad(loss_fn))
@@ -165,6 +176,7 @@ for name, fn in (("forward", fwd), ("fwd_bwd", grad)):
     compile_s = timed(fn, state, tokens)
     ts = [timed(fn, state, tokens) for _ in range(repeats)]
     res[name] = {"compile_s": compile_s, "median_s": statistics.median(ts), "times": ts}
+res["loss"] = float(grad(state, tokens)[0])
 res["peak_flops"] = matmul_peak()
 res["version"] = importlib.metadata.version("google-tunix")
 res["caveats"] = caveats
@@ -265,6 +277,8 @@ def main() -> None:
         + f", MFU against {peak / 1e9:.1f} GFLOP/s; torch threads {torch_threads}"
         + (f"; median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
     )
+    losses = {name: rounds[-1][name]["loss"] for name in names}
+    print("fwd+bwd loss (the same batch): " + ", ".join(f"{n} {v:.5f}" for n, v in losses.items()))
     caveats = {name: r["caveats"] for name, r in rounds[-1].items() if r.get("caveats")}
     for name, notes in caveats.items():
         print(f"caveat ({name}): " + "; ".join(notes))
@@ -294,6 +308,7 @@ def main() -> None:
         "peak_flops": peak,
         "machine": machine,
         "caveats": caveats,
+        "losses": losses,
         "num_params": jx["num_params"],
         "backend": jx["backend"],
         "device": jx["devices"],

@@ -57,7 +57,6 @@ FLASH_IMPLS = ("cudnn", "splash")  # kernels that never hold a [T, T] buffer
 FLASH_BLOCK = 512  # query/key tile of the flash kernels (rows of a [T, block] score tile)
 HEADROOM = 0.9  # a plan fits when it uses at most this share of the device memory
 KINDS = ("sft", "grpo")
-ACCUM_LOSS_FACTOR = 2.0
 
 
 class PlanError(ValueError):
@@ -345,12 +344,6 @@ def plan_memory(
     copies = 2 if kind == "sft" else 3  # GRPO keeps the softmax for the entropy too
     loss_chunk = b * c * vt * 4 * copies + tok * d * 4
     update = 2 * trained
-    if grad_accum > 1:
-        # Measured on this step: inside the accumulation scan XLA splits the loss chunk over
-        # half the batch devices (twice the rows each) and schedules it next to a layer's
-        # backward, so both count together.
-        attn += ACCUM_LOSS_FACTOR * loss_chunk
-        attn_label += f" + loss chunk at 2x rows (grad_accum={grad_accum})"
     transients = {
         attn_label: attn + layer_linear,
         f"loss chunk ([B,{c},V] f32 x{copies})": loss_chunk,

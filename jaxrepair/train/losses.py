@@ -33,6 +33,16 @@ def _effective_temperature(temperature: float) -> float:
     return 1.0 if temperature == 0 else float(temperature)
 
 
+def _pick(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logits[..., targets] as a compare-and-sum over the vocabulary. Its gradient is an
+    elementwise select that fuses with the softmax's; `take_along_axis`'s is a scatter into a
+    zero [.., vocab] buffer (one element at a time on XLA:CPU, and a cross-shard gather when
+    the vocabulary is sharded)."""
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    hit = vocab == targets[..., None].astype(jnp.int32)
+    return jnp.sum(jnp.where(hit, logits, 0.0), axis=-1)
+
+
 def logprobs_from_hidden(
     params: Params,
     cfg: Qwen3Config,
@@ -60,7 +70,7 @@ def logprobs_from_hidden(
     def one(h_c: jax.Array, y_c: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = logits_from_hidden(params, cfg, h_c) / tau
         lse = jax.nn.logsumexp(logits, axis=-1)
-        tgt = jnp.take_along_axis(logits, y_c[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        tgt = _pick(logits, y_c)
         if return_entropy:
             p = jnp.exp(logits - lse[..., None])
             ent = lse - jnp.sum(p * logits, axis=-1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrepair.model import Qwen3Config, forward, init_params
-from jaxrepair.train.losses import chunked_cross_entropy, token_logprobs
+from jaxrepair.train.losses import chunked_cross_entropy, logprobs_from_hidden, token_logprobs
 
 
 def _np_log_softmax(z: np.ndarray) -> np.ndarray:
@@ -107,3 +107,27 @@ def test_empty_mask_and_bad_shapes(setup):
         token_logprobs(params, cfg, tokens, None, seg, targets, 1.0, 0)
     with pytest.raises(ValueError, match="temperature"):
         token_logprobs(params, cfg, tokens, None, seg, targets, -1.0, 4)
+
+
+@pytest.mark.parametrize("chunk", [3, None])
+def test_logprob_gradients_match_numpy(setup, chunk):
+    """d/dhidden and d/dlm_head of sum(w * log p(target)) against the closed form in numpy:
+    dz = w (onehot - softmax(z)), dh = dz W^T, dW = h^T dz."""
+    cfg, params, _, _, _, _ = setup
+    rng = np.random.default_rng(3)
+    b, t, d = 2, 7, cfg.hidden_size
+    hidden = rng.standard_normal((b, t, d)).astype(np.float32)
+    targets = rng.integers(0, cfg.vocab_size, (b, t))
+    w = rng.standard_normal((b, t)).astype(np.float32)
+
+    def loss(head, h):
+        p = {**params, "lm_head": head}
+        return jnp.sum(w * logprobs_from_hidden(p, cfg, h, jnp.asarray(targets), 1.0, chunk))
+
+    g_head, g_h = jax.jit(jax.grad(loss, argnums=(0, 1)))(params["lm_head"], hidden)
+    head = np.asarray(params["lm_head"], np.float64)
+    z = hidden.astype(np.float64) @ head
+    dz = w[..., None] * (np.eye(cfg.vocab_size)[targets] - np.exp(_np_log_softmax(z)))
+    np.testing.assert_allclose(np.asarray(g_h), dz @ head.T, atol=1e-5, rtol=1e-4)
+    want_head = np.einsum("btd,btv->dv", hidden.astype(np.float64), dz)
+    np.testing.assert_allclose(np.asarray(g_head), want_head, atol=1e-5, rtol=1e-4)
