@@ -20,14 +20,15 @@ import numpy as np
 import pytest
 
 from jaxrepair.cli import main
+from tests.environ import one_device_xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "launch" / "configs"
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300):
-    """The real `jaxrepair` command on one CPU device (XLA_FLAGS cleared)."""
-    full_env = dict(os.environ, XLA_FLAGS="", **(env or {}))
+    """The real `jaxrepair` command on one CPU device (the suite's XLA_FLAGS minus the device count)."""
+    full_env = dict(os.environ, XLA_FLAGS=one_device_xla_flags(), **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "jaxrepair.cli", *args],

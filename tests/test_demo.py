@@ -9,11 +9,13 @@ import sys
 
 import pytest
 
+from tests.environ import one_device_xla_flags
+
 
 @pytest.mark.slow  # about 5 min; the README recipe test runs the same stages as commands
 def test_demo_quick_over_two_seeds_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    env = dict(os.environ, XLA_FLAGS="")  # one CPU device: the demo is a single-host run
+    env = dict(os.environ, XLA_FLAGS=one_device_xla_flags())  # the demo is a single-host run
     cmd = [sys.executable, "-m", "jaxrepair.cli", "demo", "--quick", "--seeds", "2"]
     proc = subprocess.run(
         [*cmd, "--out", str(out)], capture_output=True, text=True, env=env, timeout=1200
