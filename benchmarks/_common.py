@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,20 @@ print(json.dumps({"ok": True}))
 
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
+
+
+def run_rounds(runners: dict[str, Callable[[], dict]], rounds: int) -> list[dict[str, dict]]:
+    """Every framework's run, `rounds` times interleaved (a, b, c, a, b, c): a machine whose
+    speed drifts slows every framework alike. One dict of results per round."""
+    out: list[dict[str, dict]] = []
+    for r in range(rounds):
+        results = {}
+        for name, run in runners.items():
+            results[name] = run()
+            version = f" {results[name]['version']}" if "version" in results[name] else ""
+            print(f"round {r + 1}/{rounds}: {name}{version} done", flush=True)
+        out.append(results)
+    return out
 
 
 def save_results(out_dir: Path, name: str, results: dict[str, Any]) -> Path:

@@ -45,6 +45,7 @@ from benchmarks._common import (  # noqa: E402
     make_reference_hf_model,
     median,
     run_json,
+    run_rounds,
     save_results,
 )
 from benchmarks._peers import TUNIX_LOAD_CODE, peers_arg, run_peer  # noqa: E402
@@ -254,14 +255,7 @@ def main() -> None:
     for peer in args.peers:
         code = TUNIX_CODE if peer == "tunix" else VLLM_CODE
         runners[peer] = lambda peer=peer, code=code: run_peer(peer, code, *common)
-    rounds: list[dict[str, dict]] = []
-    for r in range(args.rounds):
-        raw_r = {}
-        for name, run in runners.items():
-            raw_r[name] = run()
-            version = f" {raw_r[name]['version']}" if "version" in raw_r[name] else ""
-            print(f"round {r + 1}/{args.rounds}: {name}{version} done", flush=True)
-        rounds.append(raw_r)
+    rounds = run_rounds(runners, args.rounds)
     raw = rounds[-1]  # tokens, versions, caveats: the same every round
     jx, pt = raw["jaxrepair"], raw["pytorch"]
     peaks = {name: median([rd[name]["peak_flops"] for rd in rounds]) for name in runners}

@@ -42,6 +42,7 @@ from benchmarks._common import (  # noqa: E402
     make_reference_hf_model,
     median,
     run_json,
+    run_rounds,
     save_results,
 )
 from benchmarks._peers import TUNIX_LOAD_CODE, peers_arg, run_peer  # noqa: E402
@@ -228,14 +229,7 @@ def main() -> None:
     }
     if "tunix" in args.peers:
         runners["tunix"] = lambda: run_peer("tunix", TUNIX_CODE, *common)
-    rounds: list[dict[str, dict]] = []
-    for r in range(args.rounds):
-        results_r = {}
-        for name, run in runners.items():
-            results_r[name] = run()
-            version = f" {results_r[name]['version']}" if "version" in results_r[name] else ""
-            print(f"round {r + 1}/{args.rounds}: {name}{version} done", flush=True)
-        rounds.append(results_r)
+    rounds = run_rounds(runners, args.rounds)
     names = list(runners)
     jx = rounds[-1]["jaxrepair"]
     torch_threads = rounds[-1]["pytorch"]["threads"]
