@@ -36,8 +36,8 @@ def _effective_temperature(temperature: float) -> float:
 def _pick(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """logits[..., targets] as a compare-and-sum over the vocabulary. Its gradient is an
     elementwise select that fuses with the softmax's; `take_along_axis`'s is a scatter into a
-    zero [.., vocab] buffer (one element at a time on XLA:CPU, and a cross-shard gather when
-    the vocabulary is sharded)."""
+    zero [.., vocab] buffer, which under SPMD doubled the per-device memory of a sharded
+    grad-accumulation SFT step (docs/decisions.md, trainer)."""
     vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
     hit = vocab == targets[..., None].astype(jnp.int32)
     return jnp.sum(jnp.where(hit, logits, 0.0), axis=-1)
