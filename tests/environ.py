@@ -13,7 +13,8 @@ CODEGEN_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expen
 
 
 def one_device_xla_flags() -> str:
-    """XLA_FLAGS for a subprocess on one CPU device: the suite's, minus the device count."""
+    """XLA_FLAGS for a subprocess on one CPU device (or with its own count appended): the
+    suite's, minus the device count."""
     flags = os.environ.get("XLA_FLAGS", "").split()
     return " ".join(f for f in flags if "force_host_platform_device_count" not in f)
 

@@ -318,15 +318,14 @@ def _summary_writer_class() -> type:
     tensorboardX imports torch whenever it is installed (only to accept torch tensors): seconds
     of import and torch's thread pools in the trainer's process, beside XLA's. Unless torch is
     already loaded, its import is refused (None in sys.modules) while tensorboardX loads."""
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-
-        return SummaryWriter
-    sys.modules["torch"] = None  # type: ignore[assignment]
+    refuse = "torch" not in sys.modules
+    if refuse:
+        sys.modules["torch"] = None  # type: ignore[assignment]
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        if refuse:
+            del sys.modules["torch"]
     return SummaryWriter
 
 

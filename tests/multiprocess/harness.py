@@ -34,6 +34,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from tests.environ import one_device_xla_flags
+
 REPO = Path(__file__).resolve().parents[2]
 TAIL = 3000
 SOLO_ENV = "JAXREPAIR_TEST_SOLO_COORDINATOR"
@@ -74,13 +76,8 @@ def process_env(
 ) -> dict[str, str]:
     """The environment of one CLI process (fake CPU devices, coordinator, shared cache)."""
     env = dict(os.environ)
-    flags = [
-        f
-        for f in env.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
-    flags.append(f"--xla_force_host_platform_device_count={devices_per_process}")
-    env["XLA_FLAGS"] = " ".join(flags)
+    count = f"--xla_force_host_platform_device_count={devices_per_process}"
+    env["XLA_FLAGS"] = f"{one_device_xla_flags()} {count}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", SOLO_ENV):
         env.pop(k, None)

@@ -24,6 +24,7 @@ from jaxrepair.train.checkpoint import (
     import_hf,
     load_params,
 )
+from tests.environ import one_device_xla_flags
 from tests.train.trajectories import write_trajectories
 
 WORKER = Path(__file__).with_name("ckpt_worker.py")
@@ -37,9 +38,7 @@ def work(tmp_path_factory):
     traj = write_trajectories(d / "traj.jsonl", n=8)
     env = os.environ.copy()
     # one CPU device in the workers, and one compilation cache shared by all of them
-    env["XLA_FLAGS"] = " ".join(
-        f for f in env.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f
-    )
+    env["XLA_FLAGS"] = one_device_xla_flags()
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_COMPILATION_CACHE_DIR"] = str(d / "jax-cache")
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
