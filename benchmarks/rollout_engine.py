@@ -48,12 +48,12 @@ from benchmarks._common import (  # noqa: E402
     ROOT,
     agreement,
     bar_chart,
+    bench_env,
     run_json,
     save_results,
 )
 from benchmarks._episodes import QUICK_SPEC, WorkloadSpec, make_workload, summary  # noqa: E402
 from benchmarks._peers import peer_python  # noqa: E402
-from jaxrepair.hostmem import with_tunable  # noqa: E402
 
 ENGINES = ("generate", "jax", "vllm")
 
@@ -219,8 +219,7 @@ def run_in(python: str, code: str, *args: str, timeout: float, log: Path) -> dic
 
     The whole stderr, that of the processes it spawns included (vLLM's engine core logs the
     cause of an `EngineDeadError` there, not in the exception), goes to `log`."""
-    # every framework under the same host allocator settings as the `jaxrepair` command
-    env = with_tunable(os.environ)
+    env = bench_env()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     env.setdefault("JAX_PLATFORMS", "cpu")

@@ -83,3 +83,24 @@ def test_the_tunable_cuts_page_faults_of_large_allocations():
     huge = faults(GLIBC_TUNABLES=hostmem.TUNABLE)
     assert plain > 20 * 60_000  # 4 KiB pages: about 65k faults per 256 MiB
     assert huge * 4 < plain, (plain, huge)
+
+
+@pytest.mark.skipif(not hostmem.available(), reason="needs Linux, glibc >= 2.35 and THP")
+def test_the_benchmarks_allocator_reuses_freed_blocks():
+    """Every benchmark subprocess runs with the command's huge pages plus a heap that keeps
+    large freed blocks: the 20 allocations then fault their pages in once, not 20 times."""
+    from benchmarks._common import bench_env
+
+    def faults(env: dict[str, str]) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.split()[-1])
+
+    env = bench_env(_env())
+    assert env["GLIBC_TUNABLES"].startswith(hostmem.TUNABLE)
+    huge = faults(_env(GLIBC_TUNABLES=hostmem.TUNABLE))
+    kept = faults(env)
+    assert kept * 10 < huge, (huge, kept)
+    mine = bench_env(_env(GLIBC_TUNABLES="glibc.malloc.mmap_max=5"))["GLIBC_TUNABLES"]
+    assert "glibc.malloc.mmap_max=5" in mine and "mmap_max=0" not in mine
