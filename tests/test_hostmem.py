@@ -1,6 +1,6 @@
 """The command's huge-page re-execution (jaxrepair.hostmem), in real subprocesses: the tunable
 reaches the re-executed process, the opt-out is honoured, and the tunable really cuts the page
-faults of large allocations (counted by the kernel)."""
+faults of large allocations (counted by the kernel); so does the benchmarks' allocator."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def _faults(env: dict[str, str]) -> int:
+    """The kernel's count of minor page faults of FAULTS run under `env`."""
+    out = subprocess.run(
+        [sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.split()[-1])
+
+
 def test_with_tunable_adds_once_keeps_others_and_honours_the_opt_out():
     if not hostmem.available():
         assert hostmem.with_tunable({"A": "1"}) == {"A": "1"}
@@ -69,18 +77,8 @@ def test_the_process_reexecutes_itself_with_the_tunable():
 
 @pytest.mark.skipif(not hostmem.available(), reason="needs Linux, glibc >= 2.35 and THP")
 def test_the_tunable_cuts_page_faults_of_large_allocations():
-    def faults(**extra: str) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", FAULTS],
-            env=_env(**extra),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return int(out.stdout.split()[-1])
-
-    plain = faults()
-    huge = faults(GLIBC_TUNABLES=hostmem.TUNABLE)
+    plain = _faults(_env())
+    huge = _faults(_env(GLIBC_TUNABLES=hostmem.TUNABLE))
     assert plain > 20 * 60_000  # 4 KiB pages: about 65k faults per 256 MiB
     assert huge * 4 < plain, (plain, huge)
 
@@ -91,16 +89,10 @@ def test_the_benchmarks_allocator_reuses_freed_blocks():
     large freed blocks: the 20 allocations then fault their pages in once, not 20 times."""
     from benchmarks._common import bench_env
 
-    def faults(env: dict[str, str]) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True
-        )
-        return int(out.stdout.split()[-1])
-
     env = bench_env(_env())
     assert env["GLIBC_TUNABLES"].startswith(hostmem.TUNABLE)
-    huge = faults(_env(GLIBC_TUNABLES=hostmem.TUNABLE))
-    kept = faults(env)
+    huge = _faults(_env(GLIBC_TUNABLES=hostmem.TUNABLE))
+    kept = _faults(env)
     assert kept * 10 < huge, (huge, kept)
     mine = bench_env(_env(GLIBC_TUNABLES="glibc.malloc.mmap_max=5"))["GLIBC_TUNABLES"]
     assert "glibc.malloc.mmap_max=5" in mine and "mmap_max=0" not in mine
