@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxrepair.hostmem import with_tunable
+from jaxrepair.hostmem import add_tunables, with_tunable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +33,7 @@ def bench_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """`env` (default: this process's) with the host allocator settings of every benchmark
     subprocess; settings the caller already put in GLIBC_TUNABLES win."""
     out = with_tunable(os.environ if env is None else env)
-    current = out.get("GLIBC_TUNABLES", "")
-    extra = [kv for kv in KEEP_FREED_HEAP.split(":") if kv.split("=")[0] + "=" not in current]
-    out["GLIBC_TUNABLES"] = ":".join([x for x in (current, *extra) if x])
+    out["GLIBC_TUNABLES"] = add_tunables(out.get("GLIBC_TUNABLES", ""), KEEP_FREED_HEAP)
     return out
 
 

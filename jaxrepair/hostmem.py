@@ -43,14 +43,18 @@ def wanted(env: Mapping[str, str]) -> bool:
     return env.get(OPT_OUT, "1") != "0" and available()
 
 
+def add_tunables(current: str, tunables: str) -> str:
+    """GLIBC_TUNABLES `current` plus each of `tunables` ("name=value:...") whose name it does
+    not set yet: a setting already there wins."""
+    extra = [kv for kv in tunables.split(":") if kv.split("=")[0] + "=" not in current]
+    return ":".join(x for x in (current, *extra) if x)
+
+
 def with_tunable(env: Mapping[str, str]) -> dict[str, str]:
     """`env` with the tunable added to GLIBC_TUNABLES (unless opted out or unavailable)."""
     out = dict(env)
-    if not wanted(env):
-        return out
-    current = out.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb=" not in current:
-        out["GLIBC_TUNABLES"] = f"{current}:{TUNABLE}" if current else TUNABLE
+    if wanted(env):
+        out["GLIBC_TUNABLES"] = add_tunables(out.get("GLIBC_TUNABLES", ""), TUNABLE)
     return out
 
 
