@@ -89,14 +89,16 @@ def _has_accelerator_hint() -> bool:
     return bool(os.environ.get("JAXREPAIR_BENCH_ACCEL"))
 
 
-# Each framework's own fp32 matmul peak (2048^2), pasted into its subprocess code: ratios
-# between frameworks depend on which BLAS each one reaches on this CPU (MKL takes a slower
-# path on AMD), so every result carries every framework's peak.
+# Each framework's own matmul peak (2048^2, in the benchmark's dtype), pasted into its
+# subprocess code: ratios between frameworks depend on which BLAS each one reaches on this
+# CPU (MKL takes a slower path on AMD), so every result carries every framework's peak.
+# bfloat16 products have a float32 result, as the models' own: XLA:CPU runs a bf16 result
+# at about half the speed on AVX-512 BF16 machines.
 JAX_PEAK_CODE = r"""
 def matmul_peak(n=2048, dtype="float32"):
     import time, jax, jax.numpy as jnp, numpy as np
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
-    f = jax.jit(lambda x: x @ x)
+    f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
     f(a).block_until_ready()
     ts = []
     for _ in range(5):
@@ -105,11 +107,11 @@ def matmul_peak(n=2048, dtype="float32"):
 """
 
 TORCH_PEAK_CODE = r"""
-def matmul_peak():
+def matmul_peak(dtype="float32"):
     import time, torch
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     n = 2048
-    a = torch.randn(n, n, device=dev)
+    a = torch.randn(n, n, device=dev, dtype=getattr(torch, dtype))
     a @ a
     ts = []
     for _ in range(5):
@@ -148,9 +150,14 @@ def cpu_record() -> dict[str, Any]:
     }
 
 
-def machine_record(peaks: dict[str, float]) -> dict[str, Any]:
-    """The machine a result was measured on: the CPU and each framework's matmul peak."""
-    return {**cpu_record(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()}}
+def machine_record(peaks: dict[str, float], dtype: str) -> dict[str, Any]:
+    """The machine a result was measured on: the CPU and each framework's matmul peak in
+    `dtype`."""
+    return {
+        **cpu_record(),
+        "matmul_peak_dtype": dtype,
+        "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+    }
 
 
 def format_machine(machine: dict[str, Any]) -> str:
@@ -158,7 +165,7 @@ def format_machine(machine: dict[str, Any]) -> str:
     return (
         f"machine: {machine['cpu_model']} ({machine['cpu_vendor']}), "
         f"{machine['usable_cores']} usable of {machine['logical_cores']} logical cores; "
-        f"fp32 matmul peak 2048^2, GFLOP/s: {peaks}"
+        f"{machine['matmul_peak_dtype']} matmul peak 2048^2, GFLOP/s: {peaks}"
     )
 
 

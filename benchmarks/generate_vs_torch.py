@@ -80,7 +80,7 @@ print(json.dumps({
     "compiles": compile_count(), "steps": out.steps,
     "tokens": out.tokens.tolist(), "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind), "num_params": cfg.num_params(),
-    "peak_flops": matmul_peak(),
+    "peak_flops": matmul_peak(dtype=dtype),
 }))
 """
 )
@@ -110,7 +110,7 @@ first_s, out = run()
 ts = [run()[0] for _ in range(repeats)]
 print(json.dumps({
     "first_call_s": first_s, "median_s": statistics.median(ts), "times": ts,
-    "tokens": out.tolist(), "threads": torch.get_num_threads(), "peak_flops": matmul_peak(),
+    "tokens": out.tolist(), "threads": torch.get_num_threads(), "peak_flops": matmul_peak(dtype=dtype),
 }))
 """
 )
@@ -156,7 +156,7 @@ first_s, tokens = run()
 ts = [run()[0] for _ in range(repeats)]
 print(json.dumps({
     "first_call_s": first_s, "median_s": statistics.median(ts), "times": ts, "tokens": tokens,
-    "version": importlib.metadata.version("google-tunix"), "peak_flops": matmul_peak(),
+    "version": importlib.metadata.version("google-tunix"), "peak_flops": matmul_peak(dtype=dtype),
     "caveats": caveats,
 }))
 """
@@ -199,7 +199,7 @@ def main():
     print(json.dumps({
         "first_call_s": first_s, "median_s": statistics.median(ts), "times": ts,
         "tokens": tokens, "load_s": load_s, "version": vllm.__version__,
-        "peak_flops": matmul_peak(),
+        "peak_flops": matmul_peak(dtype=dtype),
     }), flush=True)
 
 if __name__ == "__main__":
@@ -259,7 +259,7 @@ def main() -> None:
     raw = rounds[-1]  # tokens, versions, caveats: the same every round
     jx, pt = raw["jaxrepair"], raw["pytorch"]
     peaks = {name: median([rd[name]["peak_flops"] for rd in rounds]) for name in runners}
-    machine = machine_record(peaks)
+    machine = machine_record(peaks, args.dtype)
 
     new = args.batch * args.new_tokens
     rows = {}

@@ -83,7 +83,7 @@ for name, fn in (("forward", fwd), ("fwd_bwd", grad)):
     ts = [timed(fn, params, tokens) for _ in range(repeats)]
     res[name] = {"compile_s": compile_s, "median_s": statistics.median(ts), "times": ts}
 res["loss"] = float(last[grad][0])
-res["peak_flops"] = matmul_peak()
+res["peak_flops"] = matmul_peak(dtype=dtype)
 res["num_params"] = cfg.num_params()
 res["flops_per_token"] = cfg.flops_per_token(seq)
 res["backend"] = jax.default_backend()
@@ -133,7 +133,7 @@ for name, fn in (("forward", run_fwd), ("fwd_bwd", run_bwd)):
     ts = [timed(fn) for _ in range(repeats)]
     res[name] = {"compile_s": warm, "median_s": statistics.median(ts), "times": ts}
 res["loss"] = last[run_bwd]
-res["peak_flops"] = matmul_peak()
+res["peak_flops"] = matmul_peak(dtype=dtype)
 res["threads"] = torch.get_num_threads()
 print(json.dumps(res))
 """
@@ -181,7 +181,7 @@ for name, fn in (("forward", fwd), ("fwd_bwd", grad)):
     ts = [timed(fn, state, tokens) for _ in range(repeats)]
     res[name] = {"compile_s": compile_s, "median_s": statistics.median(ts), "times": ts}
 res["loss"] = float(last[grad][0])
-res["peak_flops"] = matmul_peak()
+res["peak_flops"] = matmul_peak(dtype=dtype)
 res["version"] = importlib.metadata.version("google-tunix")
 res["caveats"] = caveats
 res["jax_version"] = jax.__version__
@@ -240,7 +240,7 @@ def main() -> None:
     tokens = args.batch * args.seq
     peaks = {name: median([rd[name]["peak_flops"] for rd in rounds]) for name in names}
     peak = max(peaks.values())
-    machine = machine_record(peaks)
+    machine = machine_record(peaks, args.dtype)
     fwd_flops = jx["flops_per_token"] * tokens
     rows = {}
     for phase, mult in (("forward", 1), ("fwd_bwd", 3)):

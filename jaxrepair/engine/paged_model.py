@@ -39,6 +39,7 @@ from jaxrepair.model.qwen3 import (
     _dense,
     _mlp_block,
     logits_from_hidden,
+    plain_forms,
 )
 from jaxrepair.model.sampler import sample_tokens
 from jaxrepair.model.sharding import runs_on_cpu
@@ -181,7 +182,7 @@ def paged_forward(
         vc = jnp.moveaxis(v_all[i][table], 3, 2).reshape(b, span, v_all.shape[2], v_all.shape[4])
         kc, vc = kc.astype(q.dtype), vc.astype(q.dtype)
         a = attention(q, kc, vc, mask, cfg.attention_impl)
-        x = x + _dense(a, lp["o_proj"], in_dims=2)
+        x = x + _dense(a, lp["o_proj"], plain_forms(cfg, mesh), in_dims=2)
         x = x + _mlp_block(cfg, lp, x, mesh)
     return {"k": k_all, "v": v_all}
 
@@ -221,7 +222,7 @@ def decode_forward(
         kb, vb = context(i)  # [P, K, H, bs], [P, K, bs, H]
         q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
         a = decode_attention(q, k, v, kb, vb, lists, start, sk, sv, step)
-        x = x + _dense(a, lp["o_proj"], in_dims=2)
+        x = x + _dense(a, lp["o_proj"], plain_forms(cfg, mesh), in_dims=2)
         x = x + _mlp_block(cfg, lp, x, mesh)
         fed.append((k[:, 0], v[:, 0]))
     return rms_norm(x, params["final_norm"], cfg.rms_norm_eps), fed

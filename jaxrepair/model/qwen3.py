@@ -30,6 +30,7 @@ from jaxrepair.model.attention import (
     takes_segment_ids,
 )
 from jaxrepair.model.config import ConfigError, Qwen3Config
+from jaxrepair.model.linear import product
 from jaxrepair.model.moe import moe
 from jaxrepair.model.param_table import dim_sizes, params_of
 from jaxrepair.model.sharding import check_mesh_fits, constrain, param_shardings, runs_on_cpu
@@ -115,8 +116,16 @@ def _remat(fn, policy: str, scanned: bool):
     raise ConfigError(f"unknown remat policy {policy!r}")
 
 
-def _dense(x: jax.Array, w: jax.Array, in_dims: int = 1) -> jax.Array:
-    """x [B, T, *in] @ w [*in, *out] -> [B, T, *out] as one 2-D GEMM.
+def plain_forms(cfg: Qwen3Config, mesh: Mesh | None) -> bool:
+    """Whether the linear layers run `linear.product` in XLA:CPU's fast forms (a float32
+    result, its own backward): on CPU, unless the remat policy saves dots, which it must see
+    (the product's outputs are opaque to it)."""
+    return runs_on_cpu(mesh) and cfg.remat != "save_dots"
+
+
+def _dense(x: jax.Array, w: jax.Array, plain: bool, in_dims: int = 1) -> jax.Array:
+    """x [B, T, *in] @ w [*in, *out] -> [B, T, *out] as one 2-D GEMM (`plain`: see
+    `plain_forms`).
 
     XLA:CPU runs the weight-gradient of a rank-3/4 einsum (contracting over batch and time)
     as transposes plus a GEMM; flattening to [B*T, in] @ [in, out] made the backward pass
@@ -125,15 +134,16 @@ def _dense(x: jax.Array, w: jax.Array, in_dims: int = 1) -> jax.Array:
     b, t = x.shape[:2]
     k = int(np.prod(w.shape[:in_dims]))
     out_shape = w.shape[in_dims:]
-    y = x.reshape(b * t, k) @ w.reshape(k, -1)
+    y = product(x.reshape(b * t, k), w.reshape(k, -1), x.dtype, plain_forms=plain)
     return y.reshape(b, t, *out_shape)
 
 
 def _attn_block(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh):
     h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-    q = _dense(h, lp["q_proj"])
-    k = _dense(h, lp["k_proj"])
-    v = _dense(h, lp["v_proj"])
+    plain = plain_forms(cfg, mesh)
+    q = _dense(h, lp["q_proj"], plain)
+    k = _dense(h, lp["k_proj"], plain)
+    v = _dense(h, lp["v_proj"], plain)
     q = apply_rope(rms_norm(q, lp["q_norm"], cfg.rms_norm_eps), cos, sin)
     k = apply_rope(rms_norm(k, lp["k_norm"], cfg.rms_norm_eps), cos, sin)
     q = constrain(q, _ACT_BTNH, mesh)
@@ -144,10 +154,11 @@ def _mlp_block(cfg: Qwen3Config, lp: Params, x, mesh):
     h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
     if cfg.is_moe:
         return moe(cfg, lp, h)
-    g = _dense(h, lp["gate_proj"])
-    u = _dense(h, lp["up_proj"])
+    plain = plain_forms(cfg, mesh)
+    g = _dense(h, lp["gate_proj"], plain)
+    u = _dense(h, lp["up_proj"], plain)
     y = constrain(jax.nn.silu(g) * u, ("batch", "length", "mlp"), mesh)
-    return _dense(y, lp["down_proj"])
+    return _dense(y, lp["down_proj"], plain)
 
 
 def _decoder_layer(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh, attend):
@@ -155,7 +166,7 @@ def _decoder_layer(cfg: Qwen3Config, lp: Params, x, cos, sin, mesh, attend):
     full-sequence forward, the prefill and the decode step do differently; (x, aux)."""
     q, k, v = _attn_block(cfg, lp, x, cos, sin, mesh)
     a, aux = attend(q, k, v)
-    x = x + _dense(a, lp["o_proj"], in_dims=2)
+    x = x + _dense(a, lp["o_proj"], plain_forms(cfg, mesh), in_dims=2)
     x = x + _mlp_block(cfg, lp, x, mesh)
     return constrain(x, _ACT_BTD, mesh), aux
 
@@ -207,9 +218,8 @@ def logits_from_hidden(params: Params, cfg: Qwen3Config, hidden: jax.Array) -> j
     """float32 logits from final hidden states (matmul in the params dtype, f32 accumulate)."""
     w = lm_head_weight(params, cfg)
     b, t, d = hidden.shape
-    logits = jnp.dot(
-        hidden.astype(w.dtype).reshape(b * t, d), w, preferred_element_type=jnp.float32
-    )
+    h = hidden.astype(w.dtype).reshape(b * t, d)
+    logits = product(h, w, jnp.float32, plain_forms=plain_forms(cfg, None))
     return logits.reshape(b, t, -1)
 
 
