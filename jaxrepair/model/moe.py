@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrepair.model.config import Qwen3Config
+from jaxrepair.model.linear import F32, plain, swapped_operand
 
 Params = dict[str, Any]
 
@@ -113,8 +114,9 @@ def _tile_matmul(x: jax.Array, w: jax.Array, tile_expert: jax.Array) -> jax.Arra
     """x [tiles, T, in] @ w[tile_expert] -> [tiles, T, out], one tile GEMM per loop step.
 
     A loop, not a batched einsum over per-tile weight copies: the copies cost tiles*in*out
-    memory (GBs for 128 experts) and made the forward 1.7x slower here."""
-    return jax.lax.map(lambda a: a[0] @ w[a[1]], (x, tile_expert))
+    memory (GBs for 128 experts) and made the forward 1.7x slower here. Every product runs in
+    XLA:CPU's plain form with a float32 result (`linear.py`)."""
+    return jax.lax.map(lambda a: plain(a[0], w[a[1]], x.dtype), (x, tile_expert))
 
 
 def _tile_matmul_fwd(x, w, tile_expert):
@@ -123,17 +125,18 @@ def _tile_matmul_fwd(x, w, tile_expert):
 
 def _tile_matmul_bwd(res, dy):
     """dx per tile; dw accumulated in place into the tile's expert (autodiff of the loop
-    would add a zero-padded full-size dw every step)."""
+    would add a zero-padded full-size dw every step). x^T and w^T are made once, outside the
+    loop (`swapped_operand`), and both products run in the weight's dtype."""
     x, w, tile_expert = res
+    dy = dy.astype(w.dtype)
+    xt_all, wt = swapped_operand(x), swapped_operand(w)
 
     def step(dw, a):
         xt, dyt, e = a
-        dw = jax.lax.dynamic_update_index_in_dim(
-            dw, dw[e] + jnp.dot(xt.T, dyt, preferred_element_type=dw.dtype), e, 0
-        )
-        return dw, jnp.dot(dyt, w[e].T)
+        dw = jax.lax.dynamic_update_index_in_dim(dw, dw[e] + plain(xt, dyt, F32), e, 0)
+        return dw, plain(dyt, wt[e], x.dtype)
 
-    dw, dx = jax.lax.scan(step, jnp.zeros(w.shape, jnp.float32), (x, dy, tile_expert))
+    dw, dx = jax.lax.scan(step, jnp.zeros(w.shape, F32), (xt_all, dy, tile_expert))
     return dx, dw.astype(w.dtype), None
 
 

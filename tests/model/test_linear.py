@@ -5,8 +5,6 @@ allows."""
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -18,6 +16,7 @@ from jaxrepair.model import Qwen3Config
 from jaxrepair.model.linear import product
 from jaxrepair.model.qwen3 import plain_forms
 from jaxrepair.model.sharding import make_mesh
+from tests.model.hlo_text import dot_operand_types
 
 M, K, N = 48, 40, 56
 
@@ -62,32 +61,24 @@ def test_bfloat16_value_and_gradients_match_numpy():
         np.testing.assert_allclose(np.asarray(a, np.float64), want, rtol=2**-8, atol=1e-2)
 
 
-def test_sharded_over_eight_devices_matches_numpy():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_sharded_over_eight_devices_matches_numpy(dtype):
     """Rows over data x fsdp, columns over tensor, the weight's input axis over fsdp: GSPMD
     partitions the forward and both gradient products (the sharded contractions sum in
-    another order); the same numpy values and tolerance as on one device."""
+    another order; bf16 takes the row-major copies); the same numpy values and tolerances as
+    on one device."""
     if jax.device_count() < 8:
         pytest.skip("needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
-    x, w, g = _inputs(2)
+    x, w, g = (a.astype(np.dtype(getattr(ml_dtypes, dtype, dtype))) for a in _inputs(2))
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     xs = jax.device_put(x, NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None)))
     ws = jax.device_put(w, NamedSharding(mesh, PartitionSpec("fsdp", "tensor")))
     gs = jax.device_put(g, NamedSharding(mesh, PartitionSpec(("data", "fsdp"), "tensor")))
-    got = _value_and_grads(xs, ws, gs, jnp.float32, True)
+    got = _value_and_grads(xs, ws, gs, jnp.dtype(dtype), True)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == "float32" else {"rtol": 2**-8, "atol": 1e-2}
     for a, want in zip(got, _numpy(x, w, g), strict=True):
-        np.testing.assert_allclose(np.asarray(a), want, rtol=1e-5, atol=1e-5)
-
-
-def _dot_operand_types(hlo: str) -> list[list[str]]:
-    """Element types of every dot's operands in compiled HLO text (dots sit in fusions whose
-    parameters are the operands)."""
-    types = {}
-    for m in re.finditer(r"%(\S+) = (\w+)\[[^\]]*\]\S* parameter\(", hlo):
-        types[m.group(1)] = m.group(2)
-    out = []
-    for m in re.finditer(r"\bdot\(%([^,\s]+), %([^,\s)]+)\)", hlo):
-        out.append([types.get(m.group(1), "?"), types.get(m.group(2), "?")])
-    return out
+        assert a.dtype == jnp.dtype(dtype)
+        np.testing.assert_allclose(np.asarray(a, np.float64), want, **tol)
 
 
 def test_bfloat16_backward_runs_bfloat16_products():
@@ -100,7 +91,7 @@ def test_bfloat16_backward_runs_bfloat16_products():
         return jnp.sum(jax.nn.silu(y).astype(jnp.float32) * g)
 
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
-    operands = _dot_operand_types(hlo)
+    operands = dot_operand_types(hlo)
     assert len(operands) == 3, operands
     assert all(t == ["bf16", "bf16"] for t in operands), operands
 
