@@ -95,49 +95,71 @@ def _tiled(lp: Params, flat: jax.Array, top_w: jax.Array, top_i: jax.Array) -> j
         .set(jnp.arange(pairs, dtype=jnp.int32), unique_indices=True)
     )  # [R], `pairs` on padding rows
     token_of_row = jnp.where(pair_of_row < pairs, pair_of_row // k, n)
-    # tiles past the last expert's hold only padding: any weights do
-    tile_expert = jnp.minimum(
-        jnp.searchsorted(tile_end, jnp.arange(num_tiles), side="right"), e - 1
-    )
-
     x = _take(flat, token_of_row, row_of_pair.reshape(n, k)).reshape(num_tiles, tile, d)
-    g = _tile_matmul(x, lp["experts_gate"], tile_expert)
-    u = _tile_matmul(x, lp["experts_up"], tile_expert)
-    y = _tile_matmul(jax.nn.silu(g) * u, lp["experts_down"], tile_expert)
+    g = _tile_matmul(x, lp["experts_gate"], tiles_of)
+    u = _tile_matmul(x, lp["experts_up"], tiles_of)
+    y = _tile_matmul(jax.nn.silu(g) * u, lp["experts_down"], tiles_of)
     ys = _take(y.reshape(rows, d), row_of_pair, pair_of_row[:, None]).reshape(n, k, d)
     # elementwise, not an einsum: XLA:CPU makes "nkd,nk->nd" N tiny batched dots
     return jnp.sum(ys * top_w.astype(ys.dtype)[:, :, None], axis=1)
 
 
 @jax.custom_vjp
-def _tile_matmul(x: jax.Array, w: jax.Array, tile_expert: jax.Array) -> jax.Array:
-    """x [tiles, T, in] @ w[tile_expert] -> [tiles, T, out], one tile GEMM per loop step.
+def _tile_matmul(x: jax.Array, w: jax.Array, tiles_of: jax.Array) -> jax.Array:
+    """x [tiles, T, in] @ the tiles' experts' w -> [tiles, T, out]: expert e owns the
+    `tiles_of[e]` tiles after those of experts < e; tiles past the last expert's are padding
+    and stay zero.
 
-    A loop, not a batched einsum over per-tile weight copies: the copies cost tiles*in*out
-    memory (GBs for 128 experts) and made the forward 1.7x slower here. Every product runs in
-    XLA:CPU's plain form with a float32 result (`linear.py`)."""
-    return jax.lax.map(lambda a: plain(a[0], w[a[1]], x.dtype), (x, tile_expert))
+    Loops over experts, then over each expert's own tiles (a trip count from the routing):
+    each expert's weights are sliced once, not once per tile (that copy cost about a third of
+    a tile GEMM), and padding tiles cost nothing. Not a batched einsum over per-tile weight
+    copies: those cost tiles*in*out memory (GBs for 128 experts) and made the forward 1.7x
+    slower here. Every product runs in XLA:CPU's plain form with a float32 result
+    (`linear.py`)."""
+    starts = jnp.cumsum(tiles_of) - tiles_of
+
+    def expert(e, y):
+        we = w[e]
+
+        def tile(i, y):
+            return jax.lax.dynamic_update_index_in_dim(y, plain(x[i], we, x.dtype), i, 0)
+
+        return jax.lax.fori_loop(starts[e], starts[e] + tiles_of[e], tile, y)
+
+    y = jnp.zeros((*x.shape[:2], w.shape[-1]), x.dtype)
+    return jax.lax.fori_loop(0, w.shape[0], expert, y)
 
 
-def _tile_matmul_fwd(x, w, tile_expert):
-    return _tile_matmul(x, w, tile_expert), (x, w, tile_expert)
+def _tile_matmul_fwd(x, w, tiles_of):
+    return _tile_matmul(x, w, tiles_of), (x, w, tiles_of)
 
 
 def _tile_matmul_bwd(res, dy):
-    """dx per tile; dw accumulated in place into the tile's expert (autodiff of the loop
-    would add a zero-padded full-size dw every step). x^T and w^T are made once, outside the
-    loop (`swapped_operand`), and both products run in the weight's dtype."""
-    x, w, tile_expert = res
+    """dx per tile, and each expert's dw summed over its tiles in a float32 accumulator
+    (autodiff of the loop would add a zero-padded full-size dw every step). w[e]^T is made
+    once per expert and each tile's x^T in its step (`swapped_operand`: row-major copies in
+    bf16; in float32 a transpose of all of x, made before the loop, cost a full copy), and
+    both products run in the weight's dtype."""
+    x, w, tiles_of = res
     dy = dy.astype(w.dtype)
-    xt_all, wt = swapped_operand(x), swapped_operand(w)
+    starts = jnp.cumsum(tiles_of) - tiles_of
 
-    def step(dw, a):
-        xt, dyt, e = a
-        dw = jax.lax.dynamic_update_index_in_dim(dw, dw[e] + plain(xt, dyt, F32), e, 0)
-        return dw, plain(dyt, wt[e], x.dtype)
+    def expert(e, carry):
+        dx, dw = carry
+        wt = swapped_operand(w[e])
 
-    dw, dx = jax.lax.scan(step, jnp.zeros(w.shape, F32), (xt_all, dy, tile_expert))
-    return dx, dw.astype(w.dtype), None
+        def tile(i, carry):
+            dx, acc = carry
+            dx = jax.lax.dynamic_update_index_in_dim(dx, plain(dy[i], wt, x.dtype), i, 0)
+            return dx, acc + plain(swapped_operand(x[i]), dy[i], F32)
+
+        acc = jnp.zeros(w.shape[1:], F32)
+        dx, acc = jax.lax.fori_loop(starts[e], starts[e] + tiles_of[e], tile, (dx, acc))
+        return dx, jax.lax.dynamic_update_index_in_dim(dw, acc.astype(w.dtype), e, 0)
+
+    init = (jnp.zeros(x.shape, x.dtype), jnp.zeros(w.shape, w.dtype))
+    dx, dw = jax.lax.fori_loop(0, w.shape[0], expert, init)
+    return dx, dw, None
 
 
 _tile_matmul.defvjp(_tile_matmul_fwd, _tile_matmul_bwd)

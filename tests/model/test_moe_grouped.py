@@ -210,12 +210,41 @@ def test_tiled_bfloat16_matches_numpy_and_keeps_bfloat16_products():
         np.testing.assert_allclose(np.asarray(g, np.float64), want, atol=2e-2 * scale, err_msg=name)
 
     x = jnp.asarray(np.random.default_rng(6).standard_normal((3, 8, D)), jnp.bfloat16)
-    tile_expert = jnp.asarray([0, 4, 4], jnp.int32)
+    tiles_of = jnp.asarray([1, 0, 0, 0, 2, 0], jnp.int32)
 
     def loss(x, w):
-        return jnp.sum(jax.nn.silu(_tile_matmul(x, w, tile_expert)).astype(jnp.float32))
+        return jnp.sum(jax.nn.silu(_tile_matmul(x, w, tiles_of)).astype(jnp.float32))
 
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, lpb["experts_gate"]).compile()
     operands = dot_operand_types(hlo.as_text())
     assert len(operands) == 3, operands
     assert all(t == ["bf16", "bf16"] for t in operands), operands
+
+
+def test_tile_loop_matches_numpy_per_expert_and_leaves_padding_tiles_zero():
+    """`_tile_matmul` directly: expert e owns tiles_of[e] consecutive tiles (some experts
+    none), the trailing tile is padding; values and gradients against numpy, tile by tile."""
+    rng = np.random.default_rng(9)
+    tiles_of = np.array([2, 0, 3, 0, 1, 0])
+    x = rng.standard_normal((7, 8, D))
+    w = rng.standard_normal((E, D, M))
+    dy = rng.standard_normal((7, 8, M))
+    owner = np.repeat(np.arange(E), tiles_of)  # the expert of each used tile
+    want_y = np.zeros((7, 8, M))
+    want_dx = np.zeros_like(x)
+    want_dw = np.zeros_like(w)
+    for i, e in enumerate(owner):
+        want_y[i] = x[i] @ w[e]
+        want_dx[i] = dy[i] @ w[e].T
+        want_dw[e] += x[i].T @ dy[i]
+
+    def loss(x, w):
+        return jnp.sum(_tile_matmul(x, w, jnp.asarray(tiles_of, jnp.int32)) * dy)
+
+    args = (jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+    y = jax.jit(lambda x, w: _tile_matmul(x, w, jnp.asarray(tiles_of, jnp.int32)))(*args)
+    dx, dw = jax.jit(jax.grad(loss, argnums=(0, 1)))(*args)
+    np.testing.assert_allclose(np.asarray(y), want_y, rtol=1e-5, atol=1e-4)
+    assert not np.asarray(y[6]).any() and not np.asarray(dx[6]).any()  # the padding tile
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dw), want_dw, rtol=1e-5, atol=1e-4)
