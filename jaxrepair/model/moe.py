@@ -7,9 +7,10 @@ at trace time):
 - "ragged": token-expert pairs sorted by expert, `jax.lax.ragged_dot`. TPU and GPU have
   grouped-GEMM kernels for it; XLA:CPU lowers it to a masked loop over every expert.
 - "tiled" (megablocks-style): each expert's group is padded to a whole number of T-row tiles
-  in a static buffer of at most N*k + E*(T-1) rows, and a loop over the tiles runs one GEMM
-  per tile with that tile's expert weights. Every pair has a row, so no token is ever
-  dropped; padding rows are zeros whose outputs are never read. Rows move by gathers only, in
+  in a static buffer of at most N*k + E*(T-1) rows, and a loop over the experts and each
+  expert's own tiles runs the expert's SwiGLU MLP on every tile, with its own backward.
+  Every pair has a row, so no token is ever dropped; padding rows are zeros whose outputs
+  are never read. Rows move by gathers only, in
   both directions (`_take`): XLA:CPU runs scatters one element at a time.
 """
 
@@ -96,73 +97,114 @@ def _tiled(lp: Params, flat: jax.Array, top_w: jax.Array, top_i: jax.Array) -> j
     )  # [R], `pairs` on padding rows
     token_of_row = jnp.where(pair_of_row < pairs, pair_of_row // k, n)
     x = _take(flat, token_of_row, row_of_pair.reshape(n, k)).reshape(num_tiles, tile, d)
-    g = _tile_matmul(x, lp["experts_gate"], tiles_of)
-    u = _tile_matmul(x, lp["experts_up"], tiles_of)
-    y = _tile_matmul(jax.nn.silu(g) * u, lp["experts_down"], tiles_of)
+    y = _tile_experts(x, lp["experts_gate"], lp["experts_up"], lp["experts_down"], tiles_of)
     ys = _take(y.reshape(rows, d), row_of_pair, pair_of_row[:, None]).reshape(n, k, d)
     # elementwise, not an einsum: XLA:CPU makes "nkd,nk->nd" N tiny batched dots
     return jnp.sum(ys * top_w.astype(ys.dtype)[:, :, None], axis=1)
 
 
+def _over_experts(tiles_of: jax.Array, expert_body, carry):
+    """expert_body(e, first_tile, end_tile, carry) for every expert: the loops run over
+    experts, then over each expert's own tiles (a trip count from the routing), so an
+    expert's weights are sliced once, not once per tile (that copy cost about a third of a
+    tile GEMM), and padding tiles cost nothing."""
+    ends = jnp.cumsum(tiles_of)
+    body = lambda e, c: expert_body(e, ends[e] - tiles_of[e], ends[e], c)  # noqa: E731
+    return jax.lax.fori_loop(0, tiles_of.shape[0], body, carry)
+
+
 @jax.custom_vjp
-def _tile_matmul(x: jax.Array, w: jax.Array, tiles_of: jax.Array) -> jax.Array:
-    """x [tiles, T, in] @ the tiles' experts' w -> [tiles, T, out]: expert e owns the
+def _tile_experts(
+    x: jax.Array, w_gate: jax.Array, w_up: jax.Array, w_down: jax.Array, tiles_of: jax.Array
+) -> jax.Array:
+    """The SwiGLU experts on tiles: x [tiles, T, D] -> [tiles, T, D], where expert e owns the
     `tiles_of[e]` tiles after those of experts < e; tiles past the last expert's are padding
-    and stay zero.
-
-    Loops over experts, then over each expert's own tiles (a trip count from the routing):
-    each expert's weights are sliced once, not once per tile (that copy cost about a third of
-    a tile GEMM), and padding tiles cost nothing. Not a batched einsum over per-tile weight
-    copies: those cost tiles*in*out memory (GBs for 128 experts) and made the forward 1.7x
-    slower here. Every product runs in XLA:CPU's plain form with a float32 result
-    (`linear.py`)."""
-    starts = jnp.cumsum(tiles_of) - tiles_of
-
-    def expert(e, y):
-        we = w[e]
-
-        def tile(i, y):
-            return jax.lax.dynamic_update_index_in_dim(y, plain(x[i], we, x.dtype), i, 0)
-
-        return jax.lax.fori_loop(starts[e], starts[e] + tiles_of[e], tile, y)
-
-    y = jnp.zeros((*x.shape[:2], w.shape[-1]), x.dtype)
-    return jax.lax.fori_loop(0, w.shape[0], expert, y)
+    and stay zero. Per tile y = (silu(g) * u) @ w_down[e] with [g | u] = x @ [w_gate[e] |
+    w_up[e]] (one product of twice the width, the two weights joined once per expert): one
+    loop for the whole expert MLP. Not a batched einsum over per-tile weight copies: those cost
+    tiles*in*out memory (GBs for 128 experts) and made the forward 1.7x slower here. Every
+    product runs in XLA:CPU's plain form with a float32 result (`linear.py`)."""
+    return _tile_experts_fwd(x, w_gate, w_up, w_down, tiles_of)[0]
 
 
-def _tile_matmul_fwd(x, w, tiles_of):
-    return _tile_matmul(x, w, tiles_of), (x, w, tiles_of)
+def _swiglu(gu: jax.Array) -> jax.Array:
+    g, u = jnp.split(gu, 2, axis=-1)
+    return jax.nn.silu(g) * u
 
 
-def _tile_matmul_bwd(res, dy):
-    """dx per tile, and each expert's dw summed over its tiles in a float32 accumulator
-    (autodiff of the loop would add a zero-padded full-size dw every step). w[e]^T is made
-    once per expert and each tile's x^T in its step (`swapped_operand`: row-major copies in
-    bf16; in float32 a transpose of all of x, made before the loop, cost a full copy), and
-    both products run in the weight's dtype."""
-    x, w, tiles_of = res
-    dy = dy.astype(w.dtype)
-    starts = jnp.cumsum(tiles_of) - tiles_of
+def _tile_experts_fwd(x, w_gate, w_up, w_down, tiles_of):
+    """Also keeps each tile's [g | u] for the backward, in the activations' dtype (as
+    autodiff of separate products kept g and u)."""
 
-    def expert(e, carry):
-        dx, dw = carry
-        wt = swapped_operand(w[e])
+    def expert(e, first, end, carry):
+        wgu_e, wd_e = _gate_up(w_gate, w_up, e), w_down[e]
 
         def tile(i, carry):
-            dx, acc = carry
-            dx = jax.lax.dynamic_update_index_in_dim(dx, plain(dy[i], wt, x.dtype), i, 0)
-            return dx, acc + plain(swapped_operand(x[i]), dy[i], F32)
+            y, gus = carry
+            gu = plain(x[i], wgu_e, F32)
+            yi = plain(_swiglu(gu).astype(x.dtype), wd_e, x.dtype)
+            return (
+                jax.lax.dynamic_update_index_in_dim(y, yi, i, 0),
+                jax.lax.dynamic_update_index_in_dim(gus, gu.astype(x.dtype), i, 0),
+            )
 
-        acc = jnp.zeros(w.shape[1:], F32)
-        dx, acc = jax.lax.fori_loop(starts[e], starts[e] + tiles_of[e], tile, (dx, acc))
-        return dx, jax.lax.dynamic_update_index_in_dim(dw, acc.astype(w.dtype), e, 0)
+        return jax.lax.fori_loop(first, end, tile, carry)
 
-    init = (jnp.zeros(x.shape, x.dtype), jnp.zeros(w.shape, w.dtype))
-    dx, dw = jax.lax.fori_loop(0, w.shape[0], expert, init)
-    return dx, dw, None
+    tiles, t, _ = x.shape
+    init = (jnp.zeros(x.shape, x.dtype), jnp.zeros((tiles, t, 2 * w_up.shape[-1]), x.dtype))
+    y, gus = _over_experts(tiles_of, expert, init)
+    return y, (x, w_gate, w_up, w_down, tiles_of, gus)
 
 
-_tile_matmul.defvjp(_tile_matmul_fwd, _tile_matmul_bwd)
+def _tile_experts_bwd(res, dy):
+    """dx per tile, and each expert's weight gradients summed over its tiles in float32
+    accumulators (autodiff of the loop would add zero-padded full-size gradients every
+    step). Transposed operands come from `swapped_operand` (row-major copies in bf16; w^T
+    once per expert), so every product runs in the weights' dtype with a float32 result."""
+    x, w_gate, w_up, w_down, tiles_of, gus = res
+    dy = dy.astype(w_down.dtype)
+    m = w_up.shape[-1]
+
+    def expert(e, first, end, carry):
+        dwg, dwu, dwd, dx = carry
+        wgu_t = swapped_operand(_gate_up(w_gate, w_up, e))
+        wd_t = swapped_operand(w_down[e])
+
+        def tile(i, carry):
+            dx, acc_gu, acc_d = carry
+            g, u = jnp.split(gus[i].astype(F32), 2, axis=-1)
+            sig = jax.nn.sigmoid(g)
+            a = (g * sig * u).astype(x.dtype)
+            da = plain(dy[i], wd_t, F32)
+            dg = da * u * sig * (1 + g * (1 - sig))
+            dgu = jnp.concatenate([dg, da * g * sig], axis=-1).astype(x.dtype)
+            dxi = plain(dgu, wgu_t, x.dtype)
+            return (
+                jax.lax.dynamic_update_index_in_dim(dx, dxi, i, 0),
+                acc_gu + plain(swapped_operand(x[i]), dgu, F32),
+                acc_d + plain(swapped_operand(a), dy[i], F32),
+            )
+
+        acc = (jnp.zeros((x.shape[-1], 2 * m), F32), jnp.zeros(w_down.shape[1:], F32))
+        dx, acc_gu, acc_d = jax.lax.fori_loop(first, end, tile, (dx, *acc))
+
+        def put(dw, a):
+            return jax.lax.dynamic_update_index_in_dim(dw, a.astype(dw.dtype), e, 0)
+
+        return put(dwg, acc_gu[:, :m]), put(dwu, acc_gu[:, m:]), put(dwd, acc_d), dx
+
+    init = (*map(jnp.zeros_like, (w_gate, w_up, w_down)), jnp.zeros(x.shape, x.dtype))
+    dwg, dwu, dwd, dx = _over_experts(tiles_of, expert, init)
+    return dx, dwg, dwu, dwd, None
+
+
+def _gate_up(w_gate: jax.Array, w_up: jax.Array, e: jax.Array) -> jax.Array:
+    """Expert e's [D, 2M] joined gate and up weights, made inside the expert loop: joining
+    all experts' at once would copy every expert's weights each call (decode steps too)."""
+    return jnp.concatenate([w_gate[e], w_up[e]], axis=-1)
+
+
+_tile_experts.defvjp(_tile_experts_fwd, _tile_experts_bwd)
 
 
 @jax.custom_vjp

@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxrepair.model import forward, init_params, make_mesh
 from jaxrepair.model.config import ConfigError, Qwen3Config
-from jaxrepair.model.moe import _tile_matmul, moe, resolve_impl, tile_rows
+from jaxrepair.model.moe import _tile_experts, moe, resolve_impl, tile_rows
 from tests.model.hlo_text import dot_operand_types
 
 D, M, E, K = 24, 16, 6, 2
@@ -189,7 +189,7 @@ def test_tile_rows_and_impl_choice():
 
 
 def test_tiled_bfloat16_matches_numpy_and_keeps_bfloat16_products():
-    """bf16 weights and activations: the tile loop's forward and both backward products take
+    """bf16 weights and activations: the tile loop's two forward and four backward products take
     bf16 operands (XLA:CPU runs a bf16 product with a transposed operand in float32), and
     values and gradients stay within bf16 rounding of the float64 reference computed from the
     same bf16 numbers."""
@@ -211,40 +211,47 @@ def test_tiled_bfloat16_matches_numpy_and_keeps_bfloat16_products():
 
     x = jnp.asarray(np.random.default_rng(6).standard_normal((3, 8, D)), jnp.bfloat16)
     tiles_of = jnp.asarray([1, 0, 0, 0, 2, 0], jnp.int32)
+    weights = (lpb["experts_gate"], lpb["experts_up"], lpb["experts_down"])
 
-    def loss(x, w):
-        return jnp.sum(jax.nn.silu(_tile_matmul(x, w, tiles_of)).astype(jnp.float32))
+    def loss(x, *w):
+        return jnp.sum(jax.nn.silu(_tile_experts(x, *w, tiles_of)).astype(jnp.float32))
 
-    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, lpb["experts_gate"]).compile()
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).lower(x, *weights).compile()
     operands = dot_operand_types(hlo.as_text())
-    assert len(operands) == 3, operands
+    assert len(operands) == 6, operands  # [g | u] and down; dx, d[g | u]-weights, d-down
     assert all(t == ["bf16", "bf16"] for t in operands), operands
 
 
 def test_tile_loop_matches_numpy_per_expert_and_leaves_padding_tiles_zero():
-    """`_tile_matmul` directly: expert e owns tiles_of[e] consecutive tiles (some experts
-    none), the trailing tile is padding; values and gradients against numpy, tile by tile."""
+    """The experts' tile loop directly: expert e owns tiles_of[e] consecutive tiles (some
+    experts none), the trailing tile is padding; the SwiGLU MLP's values and gradients
+    against a float64 numpy forward and hand-written backward, tile by tile."""
     rng = np.random.default_rng(9)
     tiles_of = np.array([2, 0, 3, 0, 1, 0])
     x = rng.standard_normal((7, 8, D))
-    w = rng.standard_normal((E, D, M))
-    dy = rng.standard_normal((7, 8, M))
-    owner = np.repeat(np.arange(E), tiles_of)  # the expert of each used tile
-    want_y = np.zeros((7, 8, M))
-    want_dx = np.zeros_like(x)
-    want_dw = np.zeros_like(w)
-    for i, e in enumerate(owner):
-        want_y[i] = x[i] @ w[e]
-        want_dx[i] = dy[i] @ w[e].T
-        want_dw[e] += x[i].T @ dy[i]
+    wg, wu = (rng.standard_normal((E, D, M)) * 0.3 for _ in range(2))
+    wd = rng.standard_normal((E, M, D)) * 0.3
+    dy = rng.standard_normal((7, 8, D))
+    want = {"y": np.zeros_like(x), "x": np.zeros_like(x)}
+    want.update(wg=np.zeros_like(wg), wu=np.zeros_like(wu), wd=np.zeros_like(wd))
+    for i, e in enumerate(np.repeat(np.arange(E), tiles_of)):  # the used tiles' experts
+        g, u = x[i] @ wg[e], x[i] @ wu[e]
+        sig = 1 / (1 + np.exp(-g))
+        a = g * sig * u
+        want["y"][i] = a @ wd[e]
+        da = dy[i] @ wd[e].T
+        dg, du = da * u * (sig + g * sig * (1 - sig)), da * g * sig
+        want["x"][i] = dg @ wg[e].T + du @ wu[e].T
+        want["wg"][e] += x[i].T @ dg
+        want["wu"][e] += x[i].T @ du
+        want["wd"][e] += a.T @ dy[i]
 
-    def loss(x, w):
-        return jnp.sum(_tile_matmul(x, w, jnp.asarray(tiles_of, jnp.int32)) * dy)
+    def run(x, wg, wu, wd):
+        return _tile_experts(x, wg, wu, wd, jnp.asarray(tiles_of, jnp.int32))
 
-    args = (jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
-    y = jax.jit(lambda x, w: _tile_matmul(x, w, jnp.asarray(tiles_of, jnp.int32)))(*args)
-    dx, dw = jax.jit(jax.grad(loss, argnums=(0, 1)))(*args)
-    np.testing.assert_allclose(np.asarray(y), want_y, rtol=1e-5, atol=1e-4)
-    assert not np.asarray(y[6]).any() and not np.asarray(dx[6]).any()  # the padding tile
-    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(dw), want_dw, rtol=1e-5, atol=1e-4)
+    args = [jnp.asarray(a, jnp.float32) for a in (x, wg, wu, wd)]
+    y = jax.jit(run)(*args)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(run(*a) * dy), argnums=(0, 1, 2, 3)))(*args)
+    assert not np.asarray(y[6]).any() and not np.asarray(grads[0][6]).any()  # padding tile
+    for name, got in zip(("y", "x", "wg", "wu", "wd"), (y, *grads), strict=True):
+        np.testing.assert_allclose(np.asarray(got), want[name], rtol=1e-5, atol=1e-4, err_msg=name)
