@@ -9,10 +9,10 @@ float32 result 378 GFLOP/s, with a bf16 result 190, transposed operands 164-181;
 205, transposed 162-194.
 
 `product(..., plain_forms=True)` is that product with its own backward: both gradient
-products run in the weight's dtype with a float32 result, and for bfloat16 in the plain form,
-on w^T and x^T copied once into row-major arrays (`swapped_operand`). Its outputs are opaque to a remat
-policy that saves dots, so the model uses it only where no such policy applies
-(`qwen3.plain_forms`).
+products run in the weight's dtype with a float32 result, and for bfloat16 in the plain
+form, on w^T and x^T copied once into row-major arrays (`swapped_operand`). Its outputs are
+opaque to a remat policy that saves dots, so the model uses it only where no such policy
+applies (`qwen3.plain_forms`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ at trace time):
   in a static buffer of at most N*k + E*(T-1) rows, and a loop over the experts and each
   expert's own tiles runs the expert's SwiGLU MLP on every tile, with its own backward.
   Every pair has a row, so no token is ever dropped; padding rows are zeros whose outputs
-  are never read. Rows move by gathers only, in
-  both directions (`_take`): XLA:CPU runs scatters one element at a time.
+  are never read. Rows move by gathers only, in both directions (`_take`): XLA:CPU runs
+  scatters one element at a time.
 """
 
 from __future__ import annotations
@@ -109,8 +109,11 @@ def _over_experts(tiles_of: jax.Array, expert_body, carry):
     expert's weights are sliced once, not once per tile (that copy cost about a third of a
     tile GEMM), and padding tiles cost nothing."""
     ends = jnp.cumsum(tiles_of)
-    body = lambda e, c: expert_body(e, ends[e] - tiles_of[e], ends[e], c)  # noqa: E731
-    return jax.lax.fori_loop(0, tiles_of.shape[0], body, carry)
+
+    def expert(e, carry):
+        return expert_body(e, ends[e] - tiles_of[e], ends[e], carry)
+
+    return jax.lax.fori_loop(0, tiles_of.shape[0], expert, carry)
 
 
 @jax.custom_vjp
