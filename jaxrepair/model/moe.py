@@ -104,14 +104,20 @@ def _tiled(lp: Params, flat: jax.Array, top_w: jax.Array, top_i: jax.Array) -> j
 
 
 def _over_experts(tiles_of: jax.Array, expert_body, carry):
-    """expert_body(e, first_tile, end_tile, carry) for every expert: the loops run over
-    experts, then over each expert's own tiles (a trip count from the routing), so an
+    """expert_body(e, first_tile, end_tile, carry) for every expert with tiles: the loops run
+    over experts, then over each expert's own tiles (a trip count from the routing), so an
     expert's weights are sliced once, not once per tile (that copy cost about a third of a
-    tile GEMM), and padding tiles cost nothing."""
+    tile GEMM), padding tiles cost nothing, and experts without tokens are skipped (decode
+    steps route a few tokens to a few of many experts)."""
     ends = jnp.cumsum(tiles_of)
 
     def expert(e, carry):
-        return expert_body(e, ends[e] - tiles_of[e], ends[e], carry)
+        return jax.lax.cond(
+            tiles_of[e] > 0,
+            lambda c: expert_body(e, ends[e] - tiles_of[e], ends[e], c),
+            lambda c: c,
+            carry,
+        )
 
     return jax.lax.fori_loop(0, tiles_of.shape[0], expert, carry)
 
