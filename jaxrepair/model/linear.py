@@ -25,7 +25,7 @@ import jax.numpy as jnp
 F32 = jnp.float32
 
 
-def row_major_swap(a: jax.Array) -> jax.Array:
+def _row_major_swap(a: jax.Array) -> jax.Array:
     """a with its last two axes swapped, copied into a row-major array of its own. JAX emits
     a transpose as a layout change (column-major), which XLA:CPU either folds into the dot or,
     for bfloat16, answers by running the product in float32. A reshape's result is row-major;
@@ -39,7 +39,7 @@ def swapped_operand(a: jax.Array) -> jax.Array:
     """a with its last two axes swapped, as a product's operand: a row-major copy for bfloat16
     (which otherwise runs in float32), the plain transpose for float32, whose transposed
     products ran as fast as a copy plus a plain product (the copy measured 3-8% slower)."""
-    return jnp.swapaxes(a, -1, -2) if a.dtype == F32 else row_major_swap(a)
+    return jnp.swapaxes(a, -1, -2) if a.dtype == F32 else _row_major_swap(a)
 
 
 def plain(x: jax.Array, w: jax.Array, out_dtype) -> jax.Array:
